@@ -1,0 +1,118 @@
+"""Dagster resources, built from the one Settings object.
+
+- ``WarehouseIOManager``: reads and writes polars frames in the DuckDB warehouse through
+  :class:`mlops_assets.data.warehouse.Warehouse` (one transaction per table, by column name, after
+  comparing schemas) instead of the stock dagster-duckdb handler (delete, then positional insert).
+- ``PlatformResource``: the paths and stores the assets share (MLflow, governance, online dir).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+
+from mlops_assets.data.warehouse import Warehouse
+from mlops_assets.settings import Settings, get_settings
+
+WAREHOUSE_POOL = "duckdb_warehouse"
+TABLE_METADATA_KEY = "warehouse/table"
+PARTITION_COLUMN_KEY = "warehouse/partition_column"
+
+
+def table_for(context: dg.OutputContext | dg.InputContext) -> str:
+    metadata = (context.definition_metadata if isinstance(context, dg.OutputContext)
+                else (context.upstream_output.definition_metadata if context.upstream_output else {})) or {}
+    table = metadata.get(TABLE_METADATA_KEY)
+    if isinstance(table, dg.TextMetadataValue):
+        table = table.value
+    return str(table) if table else "_".join(context.asset_key.path)
+
+
+class WarehouseIOManager(dg.ConfigurableIOManager):
+    """Polars frames in DuckDB, one table per asset (``warehouse/table`` metadata overrides the name)."""
+
+    path: str
+
+    @property
+    def warehouse(self) -> Warehouse:
+        return Warehouse(Path(self.path))
+
+    def handle_output(self, context: dg.OutputContext, obj: pl.DataFrame | None) -> None:
+        if obj is None:
+            return
+        if not isinstance(obj, pl.DataFrame):
+            raise dg.DagsterInvariantViolationError(
+                f"{context.asset_key.to_user_string()}: the warehouse stores polars DataFrames, got {type(obj).__name__}")
+        table = table_for(context)
+        if context.has_asset_partitions:
+            column = (context.definition_metadata or {}).get(PARTITION_COLUMN_KEY, "partition_key")
+            diff = self.warehouse.write_partition(table, obj, str(column), context.asset_partition_key)
+        else:
+            diff = self.warehouse.write_table(table, obj)
+        context.add_output_metadata({
+            "warehouse/table": dg.MetadataValue.text(table),
+            "dagster/row_count": obj.height,
+            "schema_change": dg.MetadataValue.text(diff.describe()),
+        })
+
+    def load_input(self, context: dg.InputContext) -> pl.DataFrame:
+        table = table_for(context)
+        if context.has_asset_partitions and context.upstream_output is not None:
+            column = (context.upstream_output.definition_metadata or {}).get(PARTITION_COLUMN_KEY, "partition_key")
+            keys = context.asset_partition_keys
+            placeholders = ", ".join("?" for _ in keys)
+            return self.warehouse.read_table(table, where=f'"{column}" IN ({placeholders})', params=list(keys))
+        return self.warehouse.read_table(table)
+
+
+class PlatformResource(dg.ConfigurableResource):
+    """Where the platform's stores live; every value comes from Settings."""
+
+    home: str
+    tracking_uri: str
+    governance_url: str
+    model_name: str
+    experiment_name: str
+    openai_api_key: str | None = None
+    openai_base_url: str | None = None
+
+    @property
+    def settings(self) -> Settings:
+        return get_settings()
+
+    @property
+    def warehouse(self) -> Warehouse:
+        return Warehouse(self.settings.warehouse_path)
+
+    def governance(self):
+        from mlops_assets.governance.keys import load_or_create_key
+        from mlops_assets.governance.store import GovernanceStore
+
+        s = self.settings
+        return GovernanceStore(self.governance_url, load_or_create_key(s.secrets_dir / "audit.key"),
+                               anchor_path=s.secrets_dir / "audit.head")
+
+    def mlflow_client(self):
+        import mlflow
+        from mlflow import MlflowClient
+
+        mlflow.set_tracking_uri(self.tracking_uri)
+        return MlflowClient(tracking_uri=self.tracking_uri)
+
+
+def build_resources(settings: Settings) -> dict[str, object]:
+    settings.ensure_dirs()
+    return {
+        "io_manager": WarehouseIOManager(path=str(settings.warehouse_path)),
+        "platform": PlatformResource(
+            home=str(settings.home),
+            tracking_uri=settings.mlflow_tracking_uri,
+            governance_url=settings.governance_db_url,
+            model_name=settings.model.name,
+            experiment_name=settings.model.experiment_name,
+            openai_api_key=dg.EnvVar("OPENAI_API_KEY") if settings.llm.api_key else None,
+            openai_base_url=settings.llm.base_url,
+        ),
+    }

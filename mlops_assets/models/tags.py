@@ -1,0 +1,33 @@
+"""Names of the MLflow tags and aliases the platform reads and writes.
+
+One place, so the registry code, the promotion gate, the evaluation harness, serving and the
+management API agree on spelling. Tags on a registered model *version* mirror the governance
+store (the single source of truth for decisions); they exist for the MLflow UI.
+"""
+
+from __future__ import annotations
+
+# aliases (names configurable through Settings; these are the defaults)
+ALIAS_CHALLENGER = "challenger"
+ALIAS_STAGING = "staging"
+ALIAS_PRODUCTION = "production"
+
+# lineage tags on the training run and the model version
+TAG_FEATURE_VIEWS = "lineage.feature_views"          # JSON: {"view_name": "1.2.0", ...}
+TAG_FEATURES = "lineage.features"                    # JSON list of ordered feature names
+TAG_DATASET_FINGERPRINT = "lineage.dataset_fingerprint"
+TAG_DAGSTER_RUN_ID = "lineage.dagster_run_id"
+TAG_REGISTERED_BY = "registered_by"
+TAG_TASK_TYPE = "task_type"                          # binary | multiclass | regression
+TAG_SOURCE = "source"                                # "trained" | "imported"
+
+# evaluation / gate tags on the model version (mirrors of decisions; "true" / "false")
+TAG_EVALUATION_PASSED = "evaluation.passed"
+TAG_EVALUATION_METRIC = "evaluation.metric"
+TAG_EVALUATION_VALUE = "evaluation.value"
+TAG_COMPLIANCE_PASSED = "compliance.passed"
+TAG_REJECTED = "rejected"
+TAG_REJECTED_REASON = "rejected.reason"
+TAG_APPROVAL_STATE = "approval.state"                # IN_REVIEW | APPROVED | REJECTED
+TAG_APPROVED_BY = "approval.by"
+TAG_ARCHIVED = "archived"

@@ -1,0 +1,269 @@
+"""The one configuration object of the platform.
+
+Precedence, lowest to highest: the defaults below < a YAML file (``MLOPS_CONFIG``, default
+``./config.yaml`` in the project root when present) < environment variables (the names fixed by the
+user's documents: ``MLFLOW_TRACKING_URI``, ``MLFLOW_MODEL_NAME``, ``MLFLOW_MODEL_STAGE``,
+``MLFLOW_EXPERIMENT_NAME``, ``DATA_LOADER_TYPE``, ``DATA_SOURCE_PATH``, ``OPENAI_API_KEY``,
+``OPENAI_BASE_URL``, plus ``MLOPS_HOME`` and ``MLOPS_CONFIG``).
+
+``MLOPS_HOME`` and every relative path resolve to absolute paths against the project root once, at
+load, so a process started in ``serving/`` sees the same home. A bad value fails at load time with
+a :class:`SettingsError` naming the key.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+LoaderType = Literal["synthetic", "local", "feature_store"]
+
+
+class SettingsError(ValueError):
+    """A configuration value is missing or invalid; the message names the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataSettings(_Section):
+    loader_type: LoaderType = "synthetic"
+    source_path: Path | None = None
+    # synthetic generator (the demo default is small; benchmarks use 10M rows)
+    n_symbols: int = Field(30, ge=1, le=100_000)
+    n_days: int = Field(750, ge=30, le=100_000)
+    seed: int = 42
+    # local loader: canonical name -> name in the files (matched case-insensitively)
+    column_mapping: dict[str, str] = Field(default_factory=dict)
+    # feature_store loader: the view or dataset table to read
+    feature_store_table: str | None = None
+
+
+class FeatureSettings(_Section):
+    horizon_days: int = Field(1, ge=1, le=60)
+    validation_fraction: float = Field(0.15, gt=0, lt=0.5)
+    test_fraction: float = Field(0.2, gt=0, lt=0.5)
+    gap_days: int | None = Field(None, ge=0, le=365)
+    leakage_sample_dates: int = Field(4, ge=1, le=100)
+    online_sample_rows: int = Field(500, ge=1)
+
+
+class ModelSettings(_Section):
+    name: str = "market_direction"
+    experiment_name: str = "market_direction"
+    stage: str = "production"
+    challenger_alias: str = "challenger"
+    staging_alias: str = "staging"
+    production_alias: str = "production"
+    gate_metric: str = "roc_auc"
+    gate_threshold: float = Field(0.5, ge=0.0, le=1.0)
+    hidden_sizes: list[int] = Field(default_factory=lambda: [32, 16])
+    max_epochs: int = Field(15, ge=1, le=1000)
+    batch_size: int = Field(512, ge=1)
+    learning_rate: float = Field(1e-3, gt=0, lt=1)
+    seed: int = 42
+    retrain_schedule_enabled: bool = False
+    retrain_cron: str = "0 6 * * 1"
+    tuning_trials: int = Field(0, ge=0, le=1000)
+
+
+class EvaluationSettings(_Section):
+    cost_bps: float = Field(5.0, ge=0, le=1000)
+    fairness_attribute: str = "vol_regime"
+    max_drawdown_limit: float = Field(0.5, gt=0, le=1)
+    metric_margin_over_baseline: float = Field(0.0, ge=-1, le=1)
+    fairness_dp_limit: float = Field(0.25, ge=0, le=1)
+    fairness_eo_limit: float = Field(0.25, ge=0, le=1)
+    candidate_drift_limit: float = Field(0.5, ge=0, le=1)
+    stress_windows: int = Field(2, ge=0, le=20)
+    stress_window_days: int = Field(20, ge=2, le=500)
+    scenarios: list[dict[str, str]] = Field(default_factory=list)
+    shap_sample: int = Field(100, ge=10, le=5000)
+
+
+class MonitoringSettings(_Section):
+    drift_share_threshold: float = Field(0.3, gt=0, le=1)
+    drift_window_days: int = Field(60, ge=5, le=5000)
+    cooldown_hours: float = Field(24.0, ge=0)
+    webhook_url: str | None = None
+
+
+class ServingSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    api_port: int = Field(8081, ge=1, le=65535)
+    poll_seconds: float = Field(5.0, gt=0, le=3600)
+    max_batch: int = Field(1000, ge=1)
+    max_body_bytes: int = Field(1_000_000, ge=1024)
+    challenger_traffic_percent: float = Field(0.0, ge=0, le=100)
+    api_keys: dict[str, dict[str, str]] = Field(default_factory=dict)  # key -> {owner, role}
+
+
+class LLMSettings(_Section):
+    api_key: SecretStr | None = None
+    base_url: str | None = None
+    model: str = "gpt-4o-mini"
+    llm_model_name: str = "market_narrative_llm"
+
+
+class Settings(_Section):
+    home: Path = Path(".mlops")
+    tracking_uri: str | None = None
+    governance_url: str | None = None
+    data: DataSettings = Field(default_factory=DataSettings)
+    features: FeatureSettings = Field(default_factory=FeatureSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
+    monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
+    serving: ServingSettings = Field(default_factory=ServingSettings)
+    llm: LLMSettings = Field(default_factory=LLMSettings)
+
+    @field_validator("home")
+    @classmethod
+    def _absolute_home(cls, v: Path) -> Path:
+        return _resolve(v)
+
+    @model_validator(mode="after")
+    def _resolve_paths(self) -> Settings:
+        if self.data.source_path is not None:
+            path = _resolve(self.data.source_path)
+            if not path.exists():
+                raise ValueError(f"data.source_path: {path} does not exist")
+            self.data.source_path = path
+        if self.data.loader_type == "local" and self.data.source_path is None:
+            raise ValueError("data.source_path: required when data.loader_type is 'local' (set DATA_SOURCE_PATH)")
+        return self
+
+    # derived locations: everything lives under home
+    @property
+    def dagster_home(self) -> Path:
+        return self.home / "dagster"
+
+    @property
+    def warehouse_path(self) -> Path:
+        return self.home / "warehouse.duckdb"
+
+    @property
+    def online_dir(self) -> Path:
+        return self.home / "online"
+
+    @property
+    def readmodels_dir(self) -> Path:
+        return self.home / "readmodels"
+
+    @property
+    def serving_log_dir(self) -> Path:
+        return self.home / "serving"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.home / "reports"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.home / "mlartifacts"
+
+    @property
+    def secrets_dir(self) -> Path:
+        return self.home / "secrets"
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        return self.tracking_uri or f"sqlite:///{self.home / 'mlflow.db'}"
+
+    @property
+    def governance_db_url(self) -> str:
+        return self.governance_url or f"sqlite:///{self.home / 'governance.db'}"
+
+    @property
+    def serving_alias(self) -> str:
+        """``MLFLOW_MODEL_STAGE`` (``Staging``/``Production`` or an alias) mapped onto an alias name."""
+        stage = self.model.stage.strip()
+        aliases = {"staging": self.model.staging_alias, "production": self.model.production_alias,
+                   "challenger": self.model.challenger_alias}
+        return aliases.get(stage.lower(), stage)
+
+    def ensure_dirs(self) -> None:
+        for d in (self.home, self.dagster_home, self.online_dir, self.readmodels_dir,
+                  self.serving_log_dir, self.reports_dir, self.artifacts_dir, self.secrets_dir):
+            d.mkdir(parents=True, exist_ok=True)
+
+
+def _resolve(p: Path | str) -> Path:
+    p = Path(p).expanduser()
+    return p if p.is_absolute() else (PROJECT_ROOT / p).resolve()
+
+
+# environment variable -> dotted settings key
+ENV_VARS: dict[str, str] = {
+    "MLOPS_HOME": "home",
+    "MLFLOW_TRACKING_URI": "tracking_uri",
+    "MLOPS_GOVERNANCE_URL": "governance_url",
+    "MLFLOW_MODEL_NAME": "model.name",
+    "MLFLOW_MODEL_STAGE": "model.stage",
+    "MLFLOW_EXPERIMENT_NAME": "model.experiment_name",
+    "DATA_LOADER_TYPE": "data.loader_type",
+    "DATA_SOURCE_PATH": "data.source_path",
+    "OPENAI_API_KEY": "llm.api_key",
+    "OPENAI_BASE_URL": "llm.base_url",
+}
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = tree
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise SettingsError(f"{dotted}: the config file gives '{part}' a value, not a section")
+    node[leaf] = value
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"MLOPS_CONFIG: {path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise SettingsError(f"MLOPS_CONFIG: {path} must hold a mapping at the top level")
+    return data
+
+
+def load_settings(env: dict[str, str] | None = None, config_path: Path | str | None = None) -> Settings:
+    """Build Settings from defaults, the YAML file and the environment (in that order)."""
+    env = dict(os.environ if env is None else env)
+    tree: dict[str, Any] = {}
+    if config_path is None and env.get("MLOPS_CONFIG"):
+        config_path = env["MLOPS_CONFIG"]
+        if not _resolve(config_path).exists():
+            raise SettingsError(f"MLOPS_CONFIG: {_resolve(config_path)} does not exist")
+    path = _resolve(config_path) if config_path else PROJECT_ROOT / "config.yaml"
+    if path.exists():
+        tree = _read_yaml(path)
+    for var, key in ENV_VARS.items():
+        if env.get(var):
+            _set_dotted(tree, key, env[var])
+    try:
+        return Settings.model_validate(tree)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"])
+            env_name = next((v for v, k in ENV_VARS.items() if k == loc), None)
+            where = f"{loc} (env {env_name})" if env_name else loc
+            problems.append(f"{where}: {err['msg']}" if loc else err["msg"])
+        raise SettingsError("invalid settings: " + "; ".join(problems)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide Settings, loaded once. Tests call ``get_settings.cache_clear()``."""
+    return load_settings()
