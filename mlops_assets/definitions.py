@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import dagster as dg
 
-from mlops_assets.defs import ingestion
+from mlops_assets.defs import features, ingestion
 from mlops_assets.defs.resources import build_resources
 from mlops_assets.settings import get_settings
 
-DOMAIN_MODULES = (ingestion,)
+DOMAIN_MODULES = (ingestion, features)
 
 
 def build_defs() -> dg.Definitions:
