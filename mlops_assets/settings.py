@@ -76,6 +76,7 @@ class ModelSettings(_Section):
 
 
 class EvaluationSettings(_Section):
+    compliance_required: bool = True
     cost_bps: float = Field(5.0, ge=0, le=1000)
     fairness_attribute: str = "vol_regime"
     max_drawdown_limit: float = Field(0.5, gt=0, le=1)
@@ -105,6 +106,12 @@ class ServingSettings(_Section):
     max_body_bytes: int = Field(1_000_000, ge=1024)
     challenger_traffic_percent: float = Field(0.0, ge=0, le=100)
     api_keys: dict[str, dict[str, str]] = Field(default_factory=dict)  # key -> {owner, role}
+    # prediction log: a Parquet segment is closed every log_flush_rows rows or log_flush_seconds
+    log_flush_rows: int = Field(5000, ge=1)
+    log_flush_seconds: float = Field(2.0, gt=0, le=3600)
+    access_log: bool = True  # one JSON line per request on stderr (written off the request path)
+    inference_url: str | None = None  # where the management API reads /ready and /metrics (default host:port)
+    dagster_graphql_url: str = "http://127.0.0.1:3000/graphql"
 
 
 class LLMSettings(_Section):
@@ -117,6 +124,7 @@ class LLMSettings(_Section):
 class Settings(_Section):
     home: Path = Path(".mlops")
     tracking_uri: str | None = None
+    mlflow_ui_url: str = "http://127.0.0.1:5000"
     governance_url: str | None = None
     data: DataSettings = Field(default_factory=DataSettings)
     features: FeatureSettings = Field(default_factory=FeatureSettings)
@@ -214,6 +222,7 @@ ENV_VARS: dict[str, str] = {
     "DATA_SOURCE_PATH": "data.source_path",
     "OPENAI_API_KEY": "llm.api_key",
     "OPENAI_BASE_URL": "llm.base_url",
+    "DAGSTER_GRAPHQL_URL": "serving.dagster_graphql_url",
 }
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
+from mlops_assets import stores
 from mlops_assets.data.warehouse import Warehouse
 from mlops_assets.settings import Settings, get_settings
 
@@ -84,22 +85,13 @@ class PlatformResource(dg.ConfigurableResource):
 
     @property
     def warehouse(self) -> Warehouse:
-        return Warehouse(self.settings.warehouse_path)
+        return stores.warehouse(self.settings)
 
     def governance(self):
-        from mlops_assets.governance.keys import load_or_create_key
-        from mlops_assets.governance.store import GovernanceStore
-
-        s = self.settings
-        return GovernanceStore(self.governance_url, load_or_create_key(s.secrets_dir / "audit.key"),
-                               anchor_path=s.secrets_dir / "audit.head")
+        return stores.governance_store(self.settings)
 
     def mlflow_client(self):
-        import mlflow
-        from mlflow import MlflowClient
-
-        mlflow.set_tracking_uri(self.tracking_uri)
-        return MlflowClient(tracking_uri=self.tracking_uri)
+        return stores.mlflow_client(self.settings)
 
 
 def build_resources(settings: Settings) -> dict[str, object]:

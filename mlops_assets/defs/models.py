@@ -1,0 +1,224 @@
+"""Model lifecycle assets: training tracked in MLflow, the evaluation gate, and production by approval.
+
+- ``trained_model``: trains the Lightning MLP on the latest training dataset, logs the run and
+  registers a NEW version every time (so every version's evaluation is on record), alias
+  ``challenger``. Its blocking check ``evaluation_gate`` tags the version passed or rejected.
+  Training is started by people (materialize), the retraining job (drift sensor) or the retraining
+  schedule (off by default) — never by the daily data refresh.
+- ``production_model``: the deployment record. The approval sensor launches ``promote_model_job``
+  when a person approves a version (CLI or management API); the asset calls the one domain function
+  that moves the alias after re-checking every gate.
+"""
+
+import dagster as dg
+import polars as pl
+
+from mlops_assets.defs.common import OWNER_ML, OWNER_RISK, markdown_table, png_markdown
+from mlops_assets.defs.resources import PlatformResource
+from mlops_assets.models import tags as T
+
+TRAINING_DATASET = dg.AssetKey("training_dataset")
+MODEL_VERSIONS = dg.DynamicPartitionsDefinition(name="model_versions")
+
+
+class TrainingConfig(dg.Config):
+    """Hyper-parameters; unset values come from the settings (config.yaml / environment)."""
+
+    hidden_sizes: list[int] | None = None
+    max_epochs: int | None = None
+    learning_rate: float | None = None
+    batch_size: int | None = None
+    seed: int | None = None
+    tuning_trials: int | None = None
+    registered_by: str = "dagster"
+
+
+def model_features(df: pl.DataFrame) -> list[str]:
+    """Numeric feature columns of a training dataset, in table order (keys, label and target excluded)."""
+    excluded = {"label", "fwd_return"}
+    return [c for c, t in df.schema.items() if t.is_numeric() and c not in excluded]
+
+
+def _loss_curve_png(curve: list[dict[str, float]]) -> bytes | None:
+    if not curve:
+        return None
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 2.6), dpi=80)
+    epochs = [row.get("epoch", i) for i, row in enumerate(curve)]
+    for key in ("train_loss", "val_loss"):
+        values = [row.get(key) for row in curve]
+        if any(v is not None for v in values):
+            ax.plot(epochs, values, marker="o", label=key)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.legend()
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+@dg.asset(
+    ins={"dataset": dg.AssetIn(TRAINING_DATASET)},
+    group_name="models",
+    owners=[OWNER_ML],
+    kinds={"pytorch", "mlflow"},
+    description=(
+        "A PyTorch Lightning MLP predicting next-period direction, trained on the training dataset's "
+        "train/validation splits and tested on its test split. Each materialization is one MLflow run "
+        "and a new registered model version (alias `challenger`) with lineage tags: feature view "
+        "versions, dataset fingerprint, Dagster run id, registered_by."
+    ),
+    check_specs=[dg.AssetCheckSpec("evaluation_gate", asset="trained_model", blocking=True,
+                                   description="The configured test metric passes its threshold; "
+                                               "otherwise the version is tagged rejected.")],
+)
+def trained_model(context: dg.AssetExecutionContext, config: TrainingConfig, platform: PlatformResource,
+                  dataset: pl.DataFrame):
+    from mlops_assets.features.views import FEATURE_VIEWS
+    from mlops_assets.models.lightning import TrainConfig
+    from mlops_assets.models.registry import Lineage, apply_gate, train_and_register
+
+    s = platform.settings
+    features = model_features(dataset)
+    train_config = TrainConfig(
+        hidden_sizes=tuple(config.hidden_sizes or s.model.hidden_sizes),
+        max_epochs=config.max_epochs or s.model.max_epochs,
+        lr=config.learning_rate or s.model.learning_rate,
+        batch_size=config.batch_size or s.model.batch_size,
+        seed=s.model.seed if config.seed is None else config.seed,
+    )
+    trials = s.model.tuning_trials if config.tuning_trials is None else config.tuning_trials
+    if trials:
+        from mlops_assets.models.tuning import tune
+
+        train_config = tune(dataset, features, train_config, n_trials=trials, tracking_uri=s.mlflow_tracking_uri,
+                            experiment_name=f"{s.model.experiment_name}-tuning")
+    lineage = Lineage(registered_by=config.registered_by, dagster_run_id=context.run.run_id,
+                      feature_views={v.name: v.version for v in FEATURE_VIEWS})
+    registered = train_and_register(
+        dataset, features, train_config, tracking_uri=s.mlflow_tracking_uri,
+        experiment_name=s.model.experiment_name, model_name=s.model.name, lineage=lineage,
+        artifact_location=str(s.artifacts_dir), challenger_alias=s.model.challenger_alias,
+        run_name=f"dagster-{context.run.run_id[:8]}",
+    )
+    metrics = {k: float(v) for k, v in registered.metrics.items()}
+    gate_metric = f"test_{s.model.gate_metric}" if f"test_{s.model.gate_metric}" in metrics else s.model.gate_metric
+    client = platform.mlflow_client()
+    gate = apply_gate(client, s.model.name, registered.version, gate_metric, metrics.get(gate_metric),
+                      s.model.gate_threshold)
+    run_url = f"{s.mlflow_ui_url}/#/experiments/{registered.experiment_id}/runs/{registered.run_id}"
+    metadata = {
+        "model_name": s.model.name,
+        "model_version": registered.version,
+        "model_uri": registered.model_uri,
+        "mlflow_run": dg.MetadataValue.url(run_url),
+        "mlflow_run_id": registered.run_id,
+        "metrics": markdown_table(pl.DataFrame({"metric": list(metrics), "value": list(metrics.values())})),
+        "features": dg.MetadataValue.json(features),
+        "hyperparameters": dg.MetadataValue.json(train_config.model_dump(mode="json")),
+        "best_epoch": registered.best_epoch if registered.best_epoch is not None else -1,
+        "training_seconds": round(registered.duration_s or 0.0, 2),
+        "gate": gate.reason,
+    }
+    png = _loss_curve_png(registered.loss_curve)
+    if png:
+        metadata["loss_curve"] = png_markdown(png, "loss curve")
+    yield dg.MaterializeResult(metadata=metadata)
+    yield dg.AssetCheckResult(
+        check_name="evaluation_gate", passed=gate.passed,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=("passed: " if gate.passed else "failed, version tagged rejected: ") + gate.reason,
+        metadata={"model_version": registered.version, "metric": gate_metric, "value": gate.value,
+                  "threshold": gate.threshold},
+    )
+
+
+class PromotionConfig(dg.Config):
+    model_name: str
+    version: str
+    approved_by: str
+    reason: str = "approved for production"
+
+
+@dg.asset(
+    group_name="deployment",
+    owners=[OWNER_RISK],
+    kinds={"mlflow"},
+    description=(
+        "The production deployment: each materialization moves the production alias to an approved "
+        "version through the one domain function that re-checks the gates (evaluation, compliance, "
+        "a reviewer other than the registerer) and records the deployment in the governance store."
+    ),
+)
+def production_model(context: dg.AssetExecutionContext, config: PromotionConfig,
+                     platform: PlatformResource) -> dg.MaterializeResult:
+    from mlops_assets.models.promotion import promote
+
+    s = platform.settings
+    deployment = promote(platform.mlflow_client(), platform.governance(), config.model_name, config.version,
+                         alias=s.model.production_alias, actor=config.approved_by, reason=config.reason,
+                         compliance_required=s.evaluation.compliance_required)
+    context.log.info(f"{config.model_name} v{config.version} is now {s.model.production_alias!r}")
+    return dg.MaterializeResult(metadata={
+        "model_name": config.model_name,
+        "version": config.version,
+        "previous_version": str(deployment.previous_version),
+        "approved_by": config.approved_by,
+        "deployment_id": deployment.id,
+        "checklist": dg.MetadataValue.json(deployment.checklist),
+    })
+
+
+promote_model_job = dg.define_asset_job(
+    "promote_model_job", selection=dg.AssetSelection.assets(production_model),
+    description="Move the production alias to an approved version (launched by the approval sensor).",
+)
+
+retrain_job = dg.define_asset_job(
+    "retrain_job", selection=dg.AssetSelection.assets(trained_model),
+    description="Train and register a new version from the latest training dataset (drift sensor, schedule).",
+)
+
+
+@dg.sensor(job=promote_model_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Launches the promotion job for each approval recorded in the governance store.")
+def approval_sensor(context: dg.SensorEvaluationContext, platform: PlatformResource):
+    store = platform.governance()
+    requests = []
+    for decision in store.pending_promotions("model"):
+        requests.append(dg.RunRequest(
+            run_key=f"approval-{decision.id}",
+            run_config=dg.RunConfig(ops={"production_model": PromotionConfig(
+                model_name=decision.name, version=str(decision.version), approved_by=decision.actor,
+                reason=decision.comment or "approved for production")}),
+            tags={"model": decision.name, "version": str(decision.version), "approved_by": decision.actor},
+        ))
+    if not requests:
+        return dg.SkipReason("no approved version waiting for promotion")
+    return requests
+
+
+def _retrain_schedule(enabled: bool, cron: str) -> dg.ScheduleDefinition:
+    return dg.ScheduleDefinition(
+        name="retraining_schedule", job=retrain_job, cron_schedule=cron, execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.RUNNING if enabled else dg.DefaultScheduleStatus.STOPPED,
+        description="Periodic retraining from the latest dataset (off unless model.retrain_schedule_enabled).",
+    )
+
+
+def build_defs(settings) -> dg.Definitions:
+    return dg.Definitions(
+        assets=[trained_model, production_model],
+        jobs=[promote_model_job, retrain_job],
+        sensors=[approval_sensor],
+        schedules=[_retrain_schedule(settings.model.retrain_schedule_enabled, settings.model.retrain_cron)],
+    )
+

@@ -1,0 +1,105 @@
+"""SQLAlchemy tables of the governance store: ``audit_log``, ``decisions``, ``deployments``, ``drift_events``.
+
+Timestamps are stored as naive UTC and read back as aware UTC, identically on SQLite and Postgres,
+so the audit hash (which covers the timestamp) verifies on either.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, CheckConstraint, DateTime, Float, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+from mlops_assets.governance.audit import AuditEntry, as_utc
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores naive UTC, returns aware UTC (SQLite has no time zones)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else as_utc(value).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class AuditRow(Base):
+    __tablename__ = "audit_log"
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    ts: Mapped[datetime] = mapped_column(UTCDateTime)
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(100))
+    subject_kind: Mapped[str] = mapped_column(String(50))
+    subject_id: Mapped[str] = mapped_column(String(500))
+    details: Mapped[dict] = mapped_column(JSON)
+    prev_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    hash: Mapped[str] = mapped_column(String(64))
+    hmac: Mapped[str] = mapped_column(String(64))
+    __table_args__ = (Index("ix_audit_subject", "subject_kind", "subject_id"),)
+
+    def entry(self) -> AuditEntry:
+        return AuditEntry(self.seq, self.ts, self.actor, self.action, self.subject_kind, self.subject_id,
+                          self.details, self.prev_hash, self.hash, self.hmac)
+
+
+class DecisionRow(Base):
+    __tablename__ = "decisions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    name: Mapped[str] = mapped_column(String(300))
+    version: Mapped[str] = mapped_column(String(100))
+    state: Mapped[str] = mapped_column(String(20))
+    actor: Mapped[str] = mapped_column(String(200))
+    comment: Mapped[str | None] = mapped_column(Text, nullable=True)
+    checklist: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    ts: Mapped[datetime] = mapped_column(UTCDateTime)
+    consumed: Mapped[bool] = mapped_column(default=False)
+    promoted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    __table_args__ = (
+        CheckConstraint("kind IN ('model', 'prompt')", name="ck_decisions_kind"),
+        CheckConstraint("state IN ('IN_REVIEW', 'APPROVED', 'REJECTED', 'ARCHIVED')",
+                        name="ck_decisions_state"),
+        Index("ix_decisions_subject", "kind", "name", "version"),
+    )
+
+
+class DeploymentRow(Base):
+    __tablename__ = "deployments"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(300))
+    alias: Mapped[str] = mapped_column(String(100))
+    version: Mapped[str] = mapped_column(String(100))
+    previous_version: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    actor: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    checklist: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    ts: Mapped[datetime] = mapped_column(UTCDateTime)
+    kind: Mapped[str] = mapped_column(String(20))
+    __table_args__ = (
+        CheckConstraint("kind IN ('promotion', 'rollback')", name="ck_deployments_kind"),
+        Index("ix_deployments_name_alias", "name", "alias"),
+    )
+
+
+class DriftEventRow(Base):
+    __tablename__ = "drift_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ts: Mapped[datetime] = mapped_column(UTCDateTime)
+    source: Mapped[str] = mapped_column(String(300))
+    features: Mapped[list] = mapped_column(JSON)
+    drifted_share: Mapped[float] = mapped_column(Float)
+    severity: Mapped[str] = mapped_column(String(50))
+    action_taken: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    episode_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    details: Mapped[dict] = mapped_column(JSON)
+    __table_args__ = (Index("ix_drift_source_ts", "source", "ts"),)
