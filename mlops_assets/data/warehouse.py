@@ -62,6 +62,16 @@ def diff_schemas(old: dict[str, str], new: dict[str, str]) -> SchemaDiff:
     )
 
 
+def frame_schema(df: pl.DataFrame) -> dict[str, str]:
+    """The DuckDB column types a frame would be stored with (to compare before writing)."""
+    con = duckdb.connect()
+    try:
+        con.register("_frame", df.head(0).to_arrow())
+        return {r[0]: r[1] for r in con.execute("DESCRIBE _frame").fetchall()}
+    finally:
+        con.close()
+
+
 def _check_key(con: duckdb.DuckDBPyConnection, table: str, key_columns: tuple[str, ...]) -> None:
     cols = ", ".join(_ident(c) for c in key_columns)
     nulls = " OR ".join(f"{_ident(c)} IS NULL" for c in key_columns)
