@@ -24,7 +24,7 @@ $(VENV)/.installed: pyproject.toml
 ## The demo: set up MLOPS_HOME and materialize the whole asset graph on generated data.
 demo: install
 	$(BIN)/mlops init
-	$(BIN)/dagster job execute -m mlops_assets.definitions -j demo_job
+	$(BIN)/python -m mlops_assets.defs.demo
 	$(BIN)/mlops status
 
 ## The test suite (CI runs this through .ci/run).

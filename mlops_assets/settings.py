@@ -38,8 +38,8 @@ class DataSettings(_Section):
     loader_type: LoaderType = "synthetic"
     source_path: Path | None = None
     # synthetic generator (the demo default is small; benchmarks use 10M rows)
-    n_symbols: int = Field(30, ge=1, le=100_000)
-    n_days: int = Field(750, ge=30, le=100_000)
+    n_symbols: int = Field(50, ge=1, le=100_000)
+    n_days: int = Field(1000, ge=30, le=100_000)
     seed: int = 42
     # local loader: canonical name -> name in the files (matched case-insensitively)
     column_mapping: dict[str, str] = Field(default_factory=dict)
@@ -91,7 +91,7 @@ class EvaluationSettings(_Section):
 
 
 class MonitoringSettings(_Section):
-    drift_share_threshold: float = Field(0.3, gt=0, le=1)
+    drift_share_threshold: float = Field(0.5, gt=0, le=1)  # Evidently's dataset-drift share
     drift_window_days: int = Field(60, ge=5, le=5000)
     cooldown_hours: float = Field(24.0, ge=0)
     webhook_url: str | None = None

@@ -173,8 +173,8 @@ def validate_market_data(df: pl.DataFrame, source: str = "") -> ValidatedData:
 
 @dataclass
 class SyntheticDataLoader:
-    n_symbols: int = 30
-    n_days: int = 750
+    n_symbols: int = 50
+    n_days: int = 1000
     seed: int = 42
 
     def load(self) -> pl.DataFrame:

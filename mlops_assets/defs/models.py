@@ -39,6 +39,17 @@ def model_features(df: pl.DataFrame) -> list[str]:
     return [c for c, t in df.schema.items() if t.is_numeric() and c not in excluded]
 
 
+METRIC_ALIASES = {"roc_auc": "auc", "auc": "roc_auc"}
+
+
+def gate_metric_name(configured: str, metrics: dict[str, float]) -> str:
+    """The logged test metric the gate reads (``roc_auc`` is logged by the trainer as ``test_auc``)."""
+    for name in (configured, METRIC_ALIASES.get(configured, configured)):
+        if f"test_{name}" in metrics:
+            return f"test_{name}"
+    return f"test_{configured}"
+
+
 def _loss_curve_png(curve: list[dict[str, float]]) -> bytes | None:
     if not curve:
         return None
@@ -110,7 +121,7 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainingConfig, pla
         run_name=f"dagster-{context.run.run_id[:8]}",
     )
     metrics = {k: float(v) for k, v in registered.metrics.items()}
-    gate_metric = f"test_{s.model.gate_metric}" if f"test_{s.model.gate_metric}" in metrics else s.model.gate_metric
+    gate_metric = gate_metric_name(s.model.gate_metric, metrics)
     client = platform.mlflow_client()
     gate = apply_gate(client, s.model.name, registered.version, gate_metric, metrics.get(gate_metric),
                       s.model.gate_threshold)

@@ -1,0 +1,213 @@
+"""Feature statistics, correlations and small PNG plots for the Dagster UI.
+
+:func:`feature_statistics` gives one row per feature: count, missing ratio, mean, median, std, min,
+max, percentiles and a histogram (JSON). Numeric statistics are computed in one lazy polars query
+over all features; NaN and infinities count as missing. A String feature (the regime label) gets
+its count, missing ratio, number of distinct values and value counts as its histogram.
+
+The plots are matplotlib (Agg) PNGs kept well under 100 KB so that they can be embedded as markdown
+images in asset metadata.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+import polars as pl
+
+PERCENTILES: tuple[tuple[str, float], ...] = (
+    ("p01", 0.01), ("p05", 0.05), ("p25", 0.25), ("p75", 0.75), ("p95", 0.95), ("p99", 0.99),
+)
+NUMERIC_STATS: tuple[str, ...] = ("mean", "median", "std", "min", "max", *(name for name, _ in PERCENTILES))
+STATISTICS_SCHEMA: dict[str, pl.DataType] = {
+    "feature": pl.String(),
+    "dtype": pl.String(),
+    "count": pl.Int64(),
+    "missing": pl.Int64(),
+    "missing_ratio": pl.Float64(),
+    **{name: pl.Float64() for name in NUMERIC_STATS},
+    "n_unique": pl.Int64(),
+    "histogram": pl.String(),  # JSON: {"edges": [...], "counts": [...]} or {"values": [...], "counts": [...]}
+}
+
+
+class StatisticsError(ValueError):
+    """A statistics request names a column that is not there; the message lists the columns."""
+
+
+def _check(df: pl.DataFrame, features: Sequence[str]) -> None:
+    missing = [f for f in features if f not in df.columns]
+    if missing:
+        raise StatisticsError(f"features: {missing} not in the frame; it has {df.columns}")
+
+
+def _valid(name: str) -> pl.Expr:
+    """The feature with NaN and +-inf turned into null."""
+    col = pl.col(name)
+    return pl.when(col.is_finite()).then(col).otherwise(None)
+
+
+def histogram(values: np.ndarray, bins: int = 20) -> dict[str, list[float] | list[int]]:
+    """Equal-width histogram of finite values (edges has bins + 1 entries)."""
+    if values.size == 0:
+        return {"edges": [], "counts": []}
+    counts, edges = np.histogram(values, bins=bins)
+    return {"edges": [float(e) for e in edges], "counts": [int(c) for c in counts]}
+
+
+def feature_statistics(df: pl.DataFrame, features: Sequence[str], bins: int = 20) -> pl.DataFrame:
+    """One row per feature with the columns of :data:`STATISTICS_SCHEMA`."""
+    _check(df, features)
+    height = df.height
+    numeric = [f for f in features if df.schema[f].is_numeric()]
+    rows: dict[str, dict] = {}
+    if numeric and height:
+        exprs: list[pl.Expr] = []
+        for f in numeric:
+            v = _valid(f).cast(pl.Float64)
+            exprs += [
+                v.count().alias(f"{f}\x00count"),
+                v.mean().alias(f"{f}\x00mean"),
+                v.median().alias(f"{f}\x00median"),
+                v.std().alias(f"{f}\x00std"),
+                v.min().alias(f"{f}\x00min"),
+                v.max().alias(f"{f}\x00max"),
+                v.n_unique().alias(f"{f}\x00n_unique"),
+            ]
+            exprs += [v.quantile(q, "linear").alias(f"{f}\x00{name}") for name, q in PERCENTILES]
+        values = df.lazy().select(exprs).collect().row(0, named=True)
+        for f in numeric:
+            stats = {key.split("\x00")[1]: val for key, val in values.items() if key.startswith(f + "\x00")}
+            finite = df.get_column(f).cast(pl.Float64).to_numpy()
+            finite = finite[np.isfinite(finite)]
+            stats["n_unique"] = int(stats["n_unique"]) - (1 if stats["count"] < height else 0)  # null counted
+            stats["histogram"] = json.dumps(histogram(finite, bins))
+            rows[f] = stats
+    for f in features:
+        if f in rows:
+            continue
+        col = df.get_column(f)
+        counts = col.drop_nulls().cast(pl.String).value_counts(sort=True, name="n")
+        rows[f] = {
+            "count": height - col.null_count(),
+            "n_unique": counts.height,
+            "histogram": json.dumps({"values": counts[f].to_list(), "counts": counts["n"].to_list()}),
+        }
+    out = []
+    for f in features:
+        stats = rows[f]
+        count = int(stats.get("count") or 0)
+        out.append({
+            "feature": f,
+            "dtype": str(df.schema[f]),
+            "count": count,
+            "missing": height - count,
+            "missing_ratio": (height - count) / height if height else None,
+            **{name: stats.get(name) for name in NUMERIC_STATS},
+            "n_unique": stats.get("n_unique"),
+            "histogram": stats.get("histogram"),
+        })
+    return pl.DataFrame(out, schema=STATISTICS_SCHEMA)
+
+
+def feature_correlations(
+    df: pl.DataFrame,
+    features: Sequence[str],
+    method: Literal["pearson", "spearman"] = "pearson",
+    max_rows: int | None = 1_000_000,
+    seed: int = 0,
+) -> pl.DataFrame:
+    """Correlation matrix of the numeric ``features`` over rows where all are finite.
+
+    Wide: a ``feature`` column, then one Float64 column per feature. Above ``max_rows`` complete
+    rows, a seeded random sample of that size is used.
+    """
+    _check(df, features)
+    numeric = [f for f in features if df.schema[f].is_numeric()]
+    complete = df.lazy().select([_valid(f).cast(pl.Float64).alias(f) for f in numeric]).drop_nulls().collect()
+    if max_rows is not None and complete.height > max_rows:
+        complete = complete.sample(max_rows, seed=seed)
+    if method == "spearman":
+        complete = complete.select([pl.col(f).rank("average") for f in numeric])
+    elif method != "pearson":
+        raise StatisticsError(f"method: {method!r} is not 'pearson' or 'spearman'")
+    if complete.height < 2:
+        matrix = np.full((len(numeric), len(numeric)), np.nan)
+    else:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            matrix = np.atleast_2d(np.corrcoef(complete.to_numpy(), rowvar=False))
+    return pl.DataFrame({"feature": numeric, **{f: matrix[:, i] for i, f in enumerate(numeric)}})
+
+
+# -- plots -----------------------------------------------------------------------------------------
+
+def _png(fig) -> bytes:  # noqa: ANN001 - a matplotlib Figure
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=72, bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _draw_histogram(ax, stats_row: dict, title: str) -> None:  # noqa: ANN001
+    hist = json.loads(stats_row["histogram"] or "{}")
+    if hist.get("edges"):
+        edges = np.asarray(hist["edges"])
+        ax.bar(edges[:-1], hist["counts"], width=np.diff(edges), align="edge", color="#4C72B0")
+    elif hist.get("values"):
+        ax.bar([str(v) for v in hist["values"]], hist["counts"], color="#55A868")
+    ax.set_title(title, fontsize=8)
+    ax.tick_params(labelsize=6)
+
+
+def histogram_png(stats: pl.DataFrame, feature: str) -> bytes:
+    """A small PNG histogram of one feature, from the ``histogram`` column of the statistics."""
+    row = stats.filter(pl.col("feature") == feature)
+    if row.is_empty():
+        raise StatisticsError(f"feature: {feature!r} not in the statistics; it has {stats['feature'].to_list()}")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(3.2, 2.2))
+    _draw_histogram(ax, row.row(0, named=True), feature)
+    return _png(fig)
+
+
+def histograms_png(stats: pl.DataFrame, columns: int = 4) -> bytes:
+    """All features' histograms as small multiples in one PNG."""
+    plt = _pyplot()
+    n = max(stats.height, 1)
+    nrows = -(-n // columns)
+    fig, axes = plt.subplots(nrows, columns, figsize=(2.2 * columns, 1.6 * nrows), squeeze=False)
+    for ax, row in zip(axes.flat, stats.iter_rows(named=True), strict=False):
+        _draw_histogram(ax, row, row["feature"])
+    for ax in list(axes.flat)[stats.height:]:
+        ax.axis("off")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def correlation_png(corr: pl.DataFrame) -> bytes:
+    """A small PNG heat map of a :func:`feature_correlations` matrix."""
+    plt = _pyplot()
+    names = corr["feature"].to_list()
+    matrix = corr.select(names).to_numpy() if names else np.zeros((0, 0))
+    size = 1.2 + 0.35 * len(names)
+    fig, ax = plt.subplots(figsize=(size, size))
+    image = ax.imshow(matrix, vmin=-1, vmax=1, cmap="RdBu_r")
+    ax.set_xticks(range(len(names)), names, rotation=90, fontsize=6)
+    ax.set_yticks(range(len(names)), names, fontsize=6)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04).ax.tick_params(labelsize=6)
+    return _png(fig)

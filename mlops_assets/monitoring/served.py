@@ -1,0 +1,142 @@
+"""The served-prediction log: Parquet segments written by the inference app, read back for drift.
+
+The inference app (``serving/predlog.py``) appends every prediction to an in-memory buffer and a
+background thread closes a *segment* every N rows or T seconds (and at shutdown): the rows are
+written to a hidden temporary file (``.pred-....parquet.tmp``) and then renamed into place, so a
+file named ``pred-*.parquet`` is always complete ("closed"). File names carry the worker's start
+time, its pid and a sequence number, so several workers never write the same name, and a reader
+may take every closed segment at any time.
+
+One row per served instance (a batch request gives one row per instance, ``row`` numbers them):
+``SEGMENT_SCHEMA`` below, plus ``features_json`` (the exact feature values fed to the model, as a
+JSON object). :func:`read_closed_segments` decodes it into one Float64 column per feature (a
+name that clashes with a log column gets the ``feature_`` prefix) and adds the ``segment`` name,
+so an ingesting asset can remember which segments it already took.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+SEGMENT_PREFIX = "pred-"
+SEGMENT_SUFFIX = ".parquet"
+TMP_SUFFIX = ".tmp"
+FEATURES_COLUMN = "features_json"
+SEGMENT_COLUMN = "segment"
+FEATURE_PREFIX = "feature_"
+
+SEGMENT_SCHEMA: dict[str, pl.DataType] = {
+    "request_id": pl.String(),
+    "row": pl.Int32(),
+    "ts": pl.Datetime("us", "UTC"),
+    "entity": pl.String(),
+    "model_name": pl.String(),
+    "model_version": pl.String(),
+    "alias": pl.String(),
+    "variant": pl.String(),
+    "snapshot_version": pl.String(),
+    "prediction": pl.Float64(),
+    "probability": pl.Float64(),
+    "latency_ms": pl.Float64(),
+    FEATURES_COLUMN: pl.String(),
+}
+
+
+class ServedLogError(ValueError):
+    """The prediction log cannot be read; the message names the directory or file."""
+
+
+def segment_name(process_token: str, pid: int, seq: int) -> str:
+    """``pred-<process start>-<pid>-<seq>.parquet``: unique per worker process and segment."""
+    return f"{SEGMENT_PREFIX}{process_token}-{pid}-{seq:06d}{SEGMENT_SUFFIX}"
+
+
+def write_segment(frame: pl.DataFrame, log_dir: str | Path, name: str) -> Path:
+    """Write ``frame`` (``SEGMENT_SCHEMA``) as the closed segment ``name``: temp file, fsync, rename."""
+    missing = [c for c in SEGMENT_SCHEMA if c not in frame.columns]
+    if missing:
+        raise ServedLogError(f"segment {name}: columns {missing} are missing")
+    out_dir = Path(log_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    final = out_dir / name
+    tmp = out_dir / f".{name}{TMP_SUFFIX}"
+    frame.select(list(SEGMENT_SCHEMA)).cast(SEGMENT_SCHEMA).write_parquet(tmp, compression="zstd")
+    with open(tmp, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, final)
+    return final
+
+
+def list_closed_segments(log_dir: str | Path) -> list[Path]:
+    """Closed segments, oldest name first (temporary files are never listed)."""
+    directory = Path(log_dir)
+    if not directory.exists():
+        return []
+    return sorted(p for p in directory.iterdir()
+                  if p.is_file() and p.name.startswith(SEGMENT_PREFIX) and p.name.endswith(SEGMENT_SUFFIX))
+
+
+def _empty_frame() -> pl.DataFrame:
+    schema = {c: t for c, t in SEGMENT_SCHEMA.items() if c != FEATURES_COLUMN}
+    return pl.DataFrame(schema={**schema, SEGMENT_COLUMN: pl.String()})
+
+
+def expand_features(frame: pl.DataFrame) -> pl.DataFrame:
+    """Replace ``features_json`` by one Float64 column per feature (clashing names get a prefix)."""
+    if FEATURES_COLUMN not in frame.columns:
+        return frame
+    if frame.height == 0:
+        return frame.drop(FEATURES_COLUMN)
+    decoded = frame.get_column(FEATURES_COLUMN).str.json_decode(infer_schema_length=None)
+    if not isinstance(decoded.dtype, pl.Struct):
+        raise ServedLogError(f"{FEATURES_COLUMN} must hold JSON objects, found {decoded.dtype}")
+    names = [f.name for f in decoded.dtype.fields]
+    taken = set(frame.columns)
+    fields = [decoded.struct.field(n).cast(pl.Float64, strict=False)
+              .alias(f"{FEATURE_PREFIX}{n}" if n in taken else n) for n in names]
+    return frame.drop(FEATURES_COLUMN).with_columns(fields)
+
+
+def read_closed_segments(log_dir: str | Path, exclude: Iterable[str] = (), *,
+                         features: bool = True) -> pl.DataFrame:
+    """Every closed segment in ``log_dir`` not named in ``exclude``, as one frame.
+
+    Columns: ``SEGMENT_SCHEMA`` (``features_json`` expanded into one column per feature unless
+    ``features=False``) plus ``segment`` (the file name). An empty or missing directory gives an
+    empty frame with the log columns.
+    """
+    skip = set(exclude)
+    paths = [p for p in list_closed_segments(log_dir) if p.name not in skip]
+    if not paths:
+        return _empty_frame()
+    frames = []
+    for path in paths:
+        try:
+            frame = pl.read_parquet(path)
+        except Exception as exc:  # a foreign or damaged file: name it
+            raise ServedLogError(f"{path}: not a readable prediction-log segment ({exc}); move it away") from exc
+        frames.append(frame.cast({c: t for c, t in SEGMENT_SCHEMA.items() if c in frame.columns})
+                      .with_columns(pl.lit(path.name).alias(SEGMENT_COLUMN)))
+    combined = pl.concat(frames, how="diagonal_relaxed")
+    return expand_features(combined) if features else combined
+
+
+def find_prediction(log_dir: str | Path, request_id: str, row: int = 0) -> dict[str, Any] | None:
+    """The logged row of ``request_id`` (instance ``row`` of a batch) with its features, or None."""
+    paths = list_closed_segments(log_dir)
+    if not paths:
+        return None
+    found = (pl.scan_parquet(paths, missing_columns="insert", extra_columns="ignore")
+             .filter((pl.col("request_id") == request_id) & (pl.col("row") == row))
+             .head(1).collect())
+    if found.height == 0:
+        return None
+    record = found.row(0, named=True)
+    record["features"] = json.loads(record.pop(FEATURES_COLUMN) or "{}")
+    return record

@@ -1,0 +1,178 @@
+"""Online snapshot: latest vector per symbol, atomic publication, reader lookups and reloads
+(in threads and from another process)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from datetime import date
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from mlops_assets.data.synthetic import generate_market_data
+from mlops_assets.features.atomic import PublicationNotFoundError
+from mlops_assets.features.compute import compute_views
+from mlops_assets.features.online import (
+    OnlineFeatureStore,
+    OnlineSnapshotError,
+    build_snapshot,
+    write_online_snapshot,
+)
+from mlops_assets.features.views import FEATURE_VIEWS, FeatureDef, FeatureView
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def market() -> pl.DataFrame:
+    return generate_market_data(n_symbols=5, n_days=200, seed=2)
+
+
+@pytest.fixture(scope="module")
+def frames(market: pl.DataFrame) -> list[pl.DataFrame]:
+    return [r.df for r in compute_views(FEATURE_VIEWS, market).values()]
+
+
+def test_snapshot_is_the_latest_row_of_every_view(tmp_path: Path, frames, market) -> None:  # noqa: ANN001
+    info = write_online_snapshot(frames, FEATURE_VIEWS, tmp_path)
+    assert info.n_entities == 5
+    assert info.feature_view_versions == {v.name: v.version for v in FEATURE_VIEWS}
+    assert info.feature_names == [f for v in FEATURE_VIEWS for f in v.feature_names]
+    assert info.path.exists() and info.path.name == f"snapshot-{info.version}.parquet"
+    assert info.as_of == market["date"].max()
+    manifest = json.loads(info.manifest_path.read_text())
+    assert manifest["version"] == info.version and manifest["data_file"] == info.path.name
+    assert manifest["feature_view_versions"] == info.feature_view_versions
+    assert manifest["columns"] == ["symbol", "as_of", *info.feature_names]
+
+    store = OnlineFeatureStore(tmp_path).load()
+    assert store.version == info.version
+    assert store.feature_names == info.feature_names
+    assert store.feature_view_versions == info.feature_view_versions
+    assert sorted(store.entities) == sorted(market["symbol"].unique().to_list())
+    last = market["date"].max()
+    for frame in frames:
+        expected = frame.filter((pl.col("symbol") == "SYM0003") & (pl.col("date") == last)).row(0, named=True)
+        got = store.lookup("SYM0003")
+        assert got is not None and got["as_of"] == last.isoformat()
+        for feature, value in expected.items():
+            if feature not in ("symbol", "date"):
+                assert got[feature] == pytest.approx(value) if isinstance(value, float) else got[feature] == value
+    assert store.lookup("NOPE") is None
+    assert store.lookup_many(["SYM0001", "NOPE"])[1] is None
+    looked_up = store.lookup("SYM0001")
+    looked_up["ret_1d"] = 123.0  # a copy: the store is not modified
+    assert store.lookup("SYM0001")["ret_1d"] != 123.0
+
+
+def test_symbols_with_stale_views_get_the_oldest_date(tmp_path: Path, frames) -> None:  # noqa: ANN001
+    last = frames[0]["date"].max()
+    stale = frames[1].filter(~((pl.col("symbol") == "SYM0002") & (pl.col("date") == last)))
+    missing = frames[2].filter(pl.col("symbol") != "SYM0005")
+    snapshot = build_snapshot([frames[0], stale, missing], FEATURE_VIEWS)
+    row = snapshot.filter(pl.col("symbol") == "SYM0002").row(0, named=True)
+    assert row["as_of"] < last
+    assert snapshot.filter(pl.col("symbol") == "SYM0005")["vol_20d"].item() is None
+    with pytest.raises(OnlineSnapshotError, match="one per view"):
+        build_snapshot(frames[:2], FEATURE_VIEWS)
+    with pytest.raises(OnlineSnapshotError, match="ret_1d"):
+        build_snapshot([frames[0], frames[0]], FEATURE_VIEWS[:2])
+
+
+def _constant_frames(k: float, symbols: int = 50) -> tuple[list[pl.DataFrame], list[FeatureView]]:
+    """One view whose every feature equals k for every symbol: a reader must never mix two k's."""
+    names = [f"f{i}" for i in range(8)]
+    frame = pl.DataFrame({
+        "symbol": [f"S{i:03d}" for i in range(symbols)],
+        "date": [date(2024, 1, 1)] * symbols,
+        **{n: [k] * symbols for n in names},
+    })
+    view = FeatureView(name="const", version="1.0.0", owner="team:test", description="constant",
+                       features=tuple(FeatureDef(n, pl.col("close"), "constant") for n in names))
+    return [frame], [view]
+
+
+def test_atomic_swap_keeps_the_previous_file_and_leaves_no_temp_files(tmp_path: Path) -> None:
+    infos = [write_online_snapshot(*_constant_frames(float(k)), tmp_path) for k in range(3)]
+    assert len({i.version for i in infos}) == 3
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == sorted(["snapshot.manifest.json", infos[1].path.name, infos[2].path.name])
+    same = write_online_snapshot(*_constant_frames(2.0), tmp_path)
+    assert same.version == infos[2].version  # same content, same version
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_reader_reloads_only_when_the_version_changes(tmp_path: Path) -> None:
+    with pytest.raises(PublicationNotFoundError, match="materialize"):
+        OnlineFeatureStore(tmp_path).load()
+    write_online_snapshot(*_constant_frames(1.0), tmp_path)
+    store = OnlineFeatureStore(tmp_path).load()
+    assert store.maybe_reload() is False
+    time.sleep(0.01)
+    write_online_snapshot(*_constant_frames(1.0), tmp_path)  # same content rewritten
+    assert store.maybe_reload() is False and store.lookup("S001")["f0"] == 1.0
+    write_online_snapshot(*_constant_frames(2.0), tmp_path)
+    assert store.maybe_reload() is True
+    assert store.lookup("S001")["f0"] == 2.0
+    assert store.maybe_reload() is False
+
+
+def test_lookup_takes_microseconds(tmp_path: Path) -> None:
+    write_online_snapshot(*_constant_frames(1.0, symbols=2_000), tmp_path)
+    store = OnlineFeatureStore(tmp_path).load()
+    start = time.perf_counter()
+    for i in range(20_000):
+        store.lookup(f"S{i % 1000:03d}")
+    per_lookup = (time.perf_counter() - start) / 20_000
+    assert per_lookup < 50e-6, per_lookup
+
+
+def test_readers_never_see_a_half_written_snapshot(tmp_path: Path) -> None:
+    """Reader threads and a reader process poll while the writer publishes 19 new versions; every
+    row they see has all features from one version, and nothing fails."""
+    write_online_snapshot(*_constant_frames(0.0), tmp_path)
+    code = (
+        "import time; from mlops_assets.features.online import OnlineFeatureStore\n"
+        f"s = OnlineFeatureStore({str(tmp_path)!r}).load(); seen = set(); end = time.time() + 30\n"
+        "print('ready', flush=True)\n"
+        "while time.time() < end:\n"
+        "    s.maybe_reload(); r = s.lookup('S007'); v = {r[f'f{i}'] for i in range(8)}\n"
+        "    assert len(v) == 1, r; seen |= v\n"
+        "    if 19.0 in seen: break\n"
+        "print(len(seen))\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+
+    store = OnlineFeatureStore(tmp_path).load()
+    problems: list[str] = []
+    stop = threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            try:
+                store.maybe_reload()
+                row = store.lookup("S007")
+                if row is None or len({row[f"f{i}"] for i in range(8)}) != 1:
+                    problems.append(f"inconsistent row {row}")
+            except Exception as exc:  # noqa: BLE001 - any error is a failure of the protocol
+                problems.append(repr(exc))
+
+    threads = [threading.Thread(target=reader) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for k in range(1, 20):
+        write_online_snapshot(*_constant_frames(float(k)), tmp_path)
+        time.sleep(0.01)
+    stop.set()
+    for t in threads:
+        t.join()
+    out, _ = child.communicate(timeout=60)
+    assert child.returncode == 0, out
+    assert problems == []
+    assert store.lookup("S007")["f0"] == 19.0

@@ -1,0 +1,151 @@
+"""Drift episodes, cooldown and severity; alerts posted to a real local HTTP server."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from mlops_assets.monitoring.columns import DriftInputError
+from mlops_assets.monitoring.drift import fast_drift
+from mlops_assets.monitoring.events import (
+    ALERT_TIMEOUT_SECONDS,
+    DriftObservation,
+    DriftPolicy,
+    decide_drift_action,
+    decisions_for,
+    send_alert,
+)
+from mlops_assets_tests.monitoring.conftest import make_window
+
+T0 = datetime(2025, 3, 3, 6, 0, tzinfo=timezone.utc)
+POLICY = DriftPolicy(threshold_share=0.3, cooldown_hours=24)
+
+
+def obs(share: float, hours: float = 0.0, columns: tuple[str, ...] = ("cont",)) -> DriftObservation:
+    return DriftObservation(share, columns, T0 + timedelta(hours=hours))
+
+
+def test_one_retraining_per_episode_with_cooldown():
+    # hour: 0 calm, 1 drift starts, 2-3 drift goes on, 4 calm (episode ends), 5 drift again inside the
+    # cooldown (24 h after the retraining at hour 1), 30 still drifting after the cooldown -> new episode
+    series = [obs(0.1, 0), obs(0.4, 1), obs(0.5, 2), obs(0.35, 3), obs(0.2, 4), obs(0.45, 5), obs(0.45, 30),
+              obs(0.7, 31)]
+    decisions = decisions_for(series, POLICY)
+    assert [d.action for d in decisions] == ["none", "retrain", "none", "none", "none", "cooldown", "retrain",
+                                             "none"]
+    assert [d.new_episode for d in decisions] == [False, True, False, False, False, False, True, False]
+    assert [d.ends_episode for d in decisions] == [False, False, False, False, True, False, False, False]
+    first, second = decisions[1].episode_id, decisions[6].episode_id
+    assert first == "drift-20250303T070000Z" and second == "drift-20250304T120000Z"
+    assert decisions[2].episode_id == decisions[3].episode_id == decisions[4].episode_id == first
+    assert decisions[5].episode_id is None and "cooldown" in decisions[5].reason
+    assert [d.severity for d in decisions] == ["low", "medium", "medium", "medium", "low", "medium", "medium",
+                                               "high"]
+
+
+def test_mapping_inputs_with_iso_timestamps_and_naive_times():
+    last = {"ts": "2025-03-03T07:00:00", "episode_id": "drift-x", "share": 0.4, "resolved": False}
+    decision = decide_drift_action(
+        {"share": 0.1, "drifted_features": [], "ts": "2025-03-03T09:00:00+00:00"}, last, POLICY
+    )
+    assert decision.action == "none" and decision.ends_episode and decision.episode_id == "drift-x"
+    resolved = {**last, "resolved": True}
+    early = decide_drift_action({"share_drifted": 0.9, "ts": T0 + timedelta(hours=10)}, resolved, POLICY)
+    assert early.action == "cooldown" and early.severity == "high"
+    late = decide_drift_action({"share_drifted": 0.9, "ts": T0 + timedelta(hours=26)}, resolved, POLICY)
+    assert late.action == "retrain" and late.new_episode
+    assert decide_drift_action(obs(0.9, 0), resolved, POLICY).action == "none"  # older than the last event
+
+
+def test_observation_from_a_real_drift_result():
+    result = fast_drift(make_window(2000, seed=40), make_window(2000, seed=41, shift=0.6))
+    observation = DriftObservation.from_result(result, "2025-03-03T06:00:00Z")
+    decision = decide_drift_action(observation, None, DriftPolicy(threshold_share=0.3))
+    assert decision.action == "retrain" and set(decision.drifted_columns) == set(result.drifted_columns)
+    event = decision.to_event(observation)
+    assert event["episode_id"] == "drift-20250303T060000Z" and event["resolved"] is False
+    json.dumps(event)
+
+
+def test_policy_and_input_validation_name_the_field():
+    bad = [({"threshold_share": 0}, "threshold_share"), ({"cooldown_hours": -1}, "cooldown_hours"),
+           ({"threshold_share": 0.5, "high_share": 0.4}, "high_share")]
+    for kwargs, field in bad:
+        with pytest.raises(DriftInputError) as excinfo:
+            DriftPolicy(**kwargs)
+        assert excinfo.value.field == field
+    with pytest.raises(DriftInputError) as excinfo:
+        decide_drift_action({"share": 0.5}, None)
+    assert excinfo.value.field == "current.ts"
+    with pytest.raises(DriftInputError) as excinfo:
+        decide_drift_action(obs(0.5), {"episode_id": "x"})
+    assert excinfo.value.field == "last_event.ts"
+
+
+class _Hook(BaseHTTPRequestHandler):
+    received: list[dict] = []
+    status = 200
+    delay = 0.0
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server API
+        body = self.rfile.read(int(self.headers["content-length"]))
+        type(self).received.append({"path": self.path, "type": self.headers["content-type"],
+                                    "json": json.loads(body)})
+        time.sleep(type(self).delay)
+        self.send_response(type(self).status)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture()
+def hook() -> Iterator[tuple[str, type[_Hook]]]:
+    handler = type("Hook", (_Hook,), {"received": [], "status": 200, "delay": 0.0})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/hooks/secret-token", handler
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_alert_posts_json(hook, caplog):
+    url, handler = hook
+    event = {"ts": T0, "episode_id": "drift-1", "share": 0.5, "drifted_columns": ("a", "b")}
+    with caplog.at_level(logging.INFO):
+        assert send_alert(event, url, logging.getLogger("drift-test")) is True
+    assert handler.received == [{
+        "path": "/hooks/secret-token",
+        "type": "application/json",
+        "json": {"ts": "2025-03-03T06:00:00+00:00", "episode_id": "drift-1", "share": 0.5,
+                 "drifted_columns": ["a", "b"]},
+    }]
+    ours = [r.getMessage() for r in caplog.records if r.name == "drift-test"]
+    assert ours and not any("secret-token" in m for m in ours)  # (httpx's own INFO log has the URL)
+    assert ALERT_TIMEOUT_SECONDS == 5.0
+
+
+def test_alert_failures_are_logged_never_raised(hook, caplog):
+    url, handler = hook
+    logger = logging.getLogger("drift-test")
+    handler.status = 500
+    with caplog.at_level(logging.WARNING):
+        assert send_alert({"a": 1}, url, logger) is False
+    ours = " ".join(r.getMessage() for r in caplog.records if r.name == "drift-test")
+    assert "HTTP 500" in ours and "secret-token" not in ours
+    handler.status, handler.delay = 200, 1.0
+    assert send_alert({"a": 2}, url, logger, timeout=0.2) is False  # timed out
+    assert send_alert({"a": 3}, "http://127.0.0.1:9/unreachable", logger) is False  # connection refused
+    assert send_alert({"a": 4}, None, logger) is False  # not configured: logged only
+    assert send_alert({"a": {1, 2}}, url, logger) is True  # sets become lists
+    assert [r["json"]["a"] for r in handler.received] == [1, 2, [1, 2]]
