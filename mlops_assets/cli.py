@@ -128,3 +128,198 @@ def main() -> None:  # pragma: no cover - console entry point
     except SettingsError as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         sys.exit(1)
+
+
+# -- model decisions ---------------------------------------------------------------------------
+
+model_app = typer.Typer(help="(internal) model subcommands", no_args_is_help=True)
+
+
+def _model_context():
+    from mlops_assets import stores
+
+    s = settings()
+    return s, stores.mlflow_client(s), stores.governance_store(s)
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in ("model", "prompt"):
+        _fail(f"KIND: {kind!r} is not 'model' or 'prompt'")
+
+
+@app.command()
+@handles_errors
+def approve(kind: Annotated[str, typer.Argument(help="model | prompt")], name: str, version: str,
+            comment: Annotated[str, typer.Option(help="why")] = "", by: By = None) -> None:
+    """Approve a version (after its checklist passes); the approval sensor then promotes it."""
+    _check_kind(kind)
+    if kind == "prompt":
+        from mlops_assets.governance.workflow import approve_prompt
+
+        s = settings()
+        echo_json(approve_prompt(s, name, version, reviewer=actor(by), comment=comment or None).to_dict())
+        return
+    from mlops_assets.models.promotion import approve as approve_model
+
+    s, client, store = _model_context()
+    decision = approve_model(client, store, name, version, reviewer=actor(by),
+                             compliance_required=s.evaluation.compliance_required, comment=comment or None)
+    typer.echo(f"approved {name} v{version} by {decision.actor}; the approval sensor promotes it "
+               f"(or run `mlops promote model {name} {version}` where no daemon runs)")
+
+
+@app.command()
+@handles_errors
+def reject(kind: Annotated[str, typer.Argument(help="model | prompt")], name: str, version: str,
+           comment: Annotated[str, typer.Option(help="why (required)")] = "", by: By = None) -> None:
+    """Reject a version (also revokes an approval)."""
+    _check_kind(kind)
+    if not comment.strip():
+        _fail("--comment: a rejection needs a reason")
+    if kind == "prompt":
+        from mlops_assets.governance.workflow import reject_prompt
+
+        echo_json(reject_prompt(settings(), name, version, reviewer=actor(by), reason=comment).to_dict())
+        return
+    from mlops_assets.models.promotion import reject as reject_model
+
+    _, client, store = _model_context()
+    reject_model(client, store, name, version, reviewer=actor(by), reason=comment)
+    typer.echo(f"rejected {name} v{version}")
+
+
+@app.command()
+@handles_errors
+def promote(kind: Annotated[str, typer.Argument(help="model")], name: str, version: str,
+            reason: Annotated[str, typer.Option(help="note for the deployment record")] = "approved for production",
+            by: By = None) -> None:
+    """Move production to an approved version directly (where no Dagster daemon runs the sensor)."""
+    if kind != "model":
+        _fail("KIND: only models are promoted this way; prompts move on approval")
+    from mlops_assets.models.promotion import promote as promote_model
+
+    s, client, store = _model_context()
+    d = promote_model(client, store, name, version, alias=s.model.production_alias, actor=actor(by), reason=reason,
+                      compliance_required=s.evaluation.compliance_required, production_alias=s.model.production_alias)
+    typer.echo(f"{name}: {s.model.production_alias} -> v{d.version} (was {d.previous_version}); deployment {d.id}")
+
+
+@app.command()
+@handles_errors
+def rollback(kind: Annotated[str, typer.Argument(help="model | prompt")], name: str,
+             to: Annotated[str, typer.Option("--to", help="the version to go back to")],
+             reason: Annotated[str, typer.Option(help="what went wrong (required)")] = "", by: By = None) -> None:
+    """Move production back to a version it served before."""
+    _check_kind(kind)
+    if not reason.strip():
+        _fail("--reason: a rollback needs a reason")
+    if kind == "prompt":
+        from mlops_assets.governance.workflow import rollback_prompt
+
+        echo_json(rollback_prompt(settings(), name, to, actor=actor(by), reason=reason).to_dict())
+        return
+    from mlops_assets.models.promotion import rollback as rollback_model
+
+    s, client, store = _model_context()
+    d = rollback_model(client, store, name, to, alias=s.model.production_alias, actor=actor(by), reason=reason)
+    typer.echo(f"{name}: {s.model.production_alias} rolled back to v{d.version} (was {d.previous_version}); "
+               f"deployment {d.id}")
+
+
+@app.command()
+@handles_errors
+def archive(kind: Annotated[str, typer.Argument(help="model")], name: str, version: str,
+            reason: Annotated[str, typer.Option(help="why (required)")] = "", by: By = None) -> None:
+    """Retire a version: archived in the store, aliases removed (never the serving one)."""
+    if kind != "model":
+        _fail("KIND: only model versions are archived")
+    if not reason.strip():
+        _fail("--reason: archiving needs a reason")
+    from mlops_assets.models.promotion import archive as archive_model
+
+    s, client, store = _model_context()
+    archive_model(client, store, name, version, actor=actor(by), reason=reason,
+                  protected_aliases=(s.model.production_alias,))
+    typer.echo(f"archived {name} v{version}")
+
+
+@app.command()
+@handles_errors
+def status() -> None:
+    """Warehouse tables, model versions with aliases and gates, audit log verification."""
+    from mlops_assets import stores
+    from mlops_assets.models import tags as T
+
+    s = settings()
+    typer.echo(f"MLOPS_HOME {s.home}")
+    wh = stores.warehouse(s)
+    tables = wh.list_tables() if s.warehouse_path.exists() else []
+    typer.echo(f"warehouse: {len(tables)} table(s) {tables}")
+    client = stores.mlflow_client(s)
+    try:
+        versions = client.search_model_versions(f"name='{s.model.name}'")
+    except Exception:  # no registry yet
+        versions = []
+    typer.echo(f"model {s.model.name}: {len(versions)} version(s)")
+    for found in sorted(versions, key=lambda m: int(m.version)):
+        mv = client.get_model_version(s.model.name, found.version)  # search results carry no aliases
+        tags = mv.tags or {}
+        typer.echo(f"  v{mv.version:<4} aliases={list(mv.aliases or [])} "
+                   f"evaluation={tags.get(T.TAG_EVALUATION_PASSED, '?')} "
+                   f"compliance={tags.get(T.TAG_COMPLIANCE_PASSED, '?')} "
+                   f"approval={tags.get(T.TAG_APPROVAL_STATE, '-')} "
+                   f"{(T.TAG_EVALUATION_VALUE + '=' + tags[T.TAG_EVALUATION_VALUE][:6]) if T.TAG_EVALUATION_VALUE in tags else ''}")
+    verification = stores.governance_store(s).verify_audit()
+    typer.echo(f"audit log: {'ok' if verification.ok else 'BROKEN'} ({verification.entries} entries)"
+               + ("" if verification.ok else f" first bad entry {verification.first_bad_seq}: {verification.reason}"))
+
+
+# -- audit -------------------------------------------------------------------------------------
+
+
+@audit_app.command("verify")
+@handles_errors
+def audit_verify() -> None:
+    """Verify the hash chain, the HMACs and the head anchor; report the first bad entry."""
+    from mlops_assets import stores
+
+    v = stores.governance_store(settings()).verify_audit()
+    if not v.ok:
+        _fail(f"audit log broken at entry {v.first_bad_seq}: {v.reason} ({v.entries} entries read)")
+    typer.echo(f"ok: {v.entries} entries, chain and anchor verified")
+
+
+@audit_app.command("log")
+@handles_errors
+def audit_log(limit: int = 20) -> None:
+    """The newest audit entries."""
+    from mlops_assets import stores
+
+    for e in stores.governance_store(settings()).list_audit(limit=limit):
+        typer.echo(f"{e.seq:>5} {e.ts} {e.actor:<20} {e.action:<22} {e.subject_kind}:{e.subject_id}")
+
+
+# -- serving -----------------------------------------------------------------------------------
+
+
+@app.command()
+@handles_errors
+def serve(workers: int = 1) -> None:
+    """Start the inference app (serving.port) and the management API (serving.api_port) together."""
+    import subprocess
+
+    s = settings()
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "uvicorn", "serving.main:app", "--host", s.serving.host,
+                          "--port", str(s.serving.port), "--workers", str(workers)], cwd=PROJECT_ROOT),
+        subprocess.Popen([sys.executable, "-m", "uvicorn", "serving.api:app", "--host", s.serving.host,
+                          "--port", str(s.serving.api_port)], cwd=PROJECT_ROOT),
+    ]
+    typer.echo(f"inference http://{s.serving.host}:{s.serving.port}  management http://{s.serving.host}:"
+               f"{s.serving.api_port}  (Ctrl-C stops both)")
+    try:
+        for p in procs:
+            p.wait()
+    except KeyboardInterrupt:
+        for p in procs:
+            p.terminate()

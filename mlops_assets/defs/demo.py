@@ -25,7 +25,7 @@ def main() -> int:
     from mlops_assets.definitions import defs
 
     instance = dg.DagsterInstance.get()
-    result = defs.get_job_def("demo_job").execute_in_process(instance=instance, raise_on_error=False)
+    result = defs.resolve_job_def("demo_job").execute_in_process(instance=instance, raise_on_error=False)
     if not result.success:
         print("demo_job failed; see the run in the Dagster UI (make dev)", file=sys.stderr)
         return 1
@@ -34,7 +34,7 @@ def main() -> int:
         print("no model version was registered", file=sys.stderr)
         return 1
     instance.add_dynamic_partitions(MODEL_VERSIONS.name, [version])
-    evaluation = defs.get_job_def("evaluate_model_job").execute_in_process(
+    evaluation = defs.resolve_job_def("evaluate_model_job").execute_in_process(
         instance=instance, partition_key=version, raise_on_error=False)
     checks = {e.check_name: e.passed for e in evaluation.get_asset_check_evaluations()}
     print(f"model version {version}: evaluation {'ok' if evaluation.success else 'failed'}; checks {checks}")
