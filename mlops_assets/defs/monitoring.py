@@ -117,13 +117,11 @@ def drift_report(context: dg.AssetExecutionContext, platform: PlatformResource, 
 
 
 @dg.sensor(job=retrain_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
-           required_resource_keys={"platform"},
            description="Drift past the threshold (from drift_report or posted by another service) records a "
                        "drift event and requests one retraining run per episode, with a cooldown.")
-def drift_sensor(context: dg.SensorEvaluationContext):
+def drift_sensor(context: dg.SensorEvaluationContext, platform: PlatformResource):
     from mlops_assets.monitoring.events import DriftObservation, DriftPolicy, decide_drift_action, send_alert
 
-    platform: PlatformResource = context.resources.platform
     s = platform.settings
     store = platform.governance()
     policy = DriftPolicy(threshold_share=s.monitoring.drift_share_threshold,
@@ -136,7 +134,8 @@ def drift_sensor(context: dg.SensorEvaluationContext):
             requests.append(dg.RunRequest(run_key=f"drift-event-{event.id}", tags={"trigger": "drift",
                                                                                      "drift_event": str(event.id)}))
     # 2. the newest drift report, once
-    record = context.instance.get_latest_materialization_event(drift_report.key)
+    records = context.instance.fetch_materializations(drift_report.key, limit=1).records
+    record = records[0] if records else None
     cursor = int(context.cursor or 0)
     if record is not None and record.storage_id > cursor:
         md = record.asset_materialization.metadata

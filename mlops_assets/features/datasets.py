@@ -21,6 +21,7 @@ import numpy as np
 import polars as pl
 
 from mlops_assets.data.schema import ENTITY_KEY, TIME_KEY
+from mlops_assets.features.compute import sort_market_data
 
 LABEL = "label"
 FWD_RETURN = "fwd_return"
@@ -83,8 +84,21 @@ def split_frames(df: pl.DataFrame) -> SplitFrames:
     return SplitFrames(*(df.filter(pl.col(SPLIT) == s) for s in SPLITS))
 
 
+def _same_keys(a: pl.DataFrame, b: pl.DataFrame) -> bool:
+    """True when both frames have the same (symbol, date) rows in the same order."""
+    return (
+        a.height == b.height
+        and a.get_column(ENTITY_KEY).equals(b.get_column(ENTITY_KEY))
+        and a.get_column(TIME_KEY).equals(b.get_column(TIME_KEY))
+    )
+
+
 def join_views(view_frames: Sequence[pl.DataFrame]) -> pl.DataFrame:
-    """Inner join of the view frames on (symbol, date); feature names must be unique."""
+    """Inner join of the view frames on (symbol, date); feature names must be unique.
+
+    Views computed from the same market data share their rows and order: they are placed side by
+    side without a join (several times faster on millions of rows).
+    """
     if not view_frames:
         raise DatasetError("view_frames: pass at least one feature view frame")
     seen: set[str] = set()
@@ -98,7 +112,12 @@ def join_views(view_frames: Sequence[pl.DataFrame]) -> pl.DataFrame:
         if clash:
             raise DatasetError(f"view_frames[{i}]: feature(s) {clash} already come from an earlier view")
         seen.update(features)
-        joined = frame if joined is None else joined.join(frame, on=[ENTITY_KEY, TIME_KEY], how="inner")
+        if joined is None:
+            joined = frame
+        elif _same_keys(joined, frame):
+            joined = joined.hstack(frame.select(features))
+        else:
+            joined = joined.join(frame, on=[ENTITY_KEY, TIME_KEY], how="inner")
     assert joined is not None
     return joined
 
@@ -112,9 +131,8 @@ def forward_labels(market_df: pl.DataFrame, horizon: int) -> pl.DataFrame:
     close = pl.col("close")
     future = close.shift(-horizon).over(ENTITY_KEY)  # the label is the only place the future is read
     return (
-        market_df.lazy()
-        .select(ENTITY_KEY, TIME_KEY, close)
-        .sort(ENTITY_KEY, TIME_KEY)
+        sort_market_data(market_df.select(ENTITY_KEY, TIME_KEY, "close"))
+        .lazy()
         .with_columns(future.alias("__future"))
         .select(
             ENTITY_KEY,
@@ -208,9 +226,13 @@ def build_training_dataset(
         raise DatasetError(f"view_frames: feature(s) {unsupported} are neither numeric nor String")
 
     complete = [pl.col(c).is_not_null() for c in feature_cols] + [pl.col(c).is_finite() for c in numeric]
+    labels = forward_labels(market_df, horizon)
+    if _same_keys(features_df, labels):
+        labelled = features_df.hstack(labels.select(LABEL, FWD_RETURN)).lazy()
+    else:
+        labelled = features_df.lazy().join(labels.lazy(), on=[ENTITY_KEY, TIME_KEY], how="inner")
     data = (
-        features_df.lazy()
-        .join(forward_labels(market_df, horizon).lazy(), on=[ENTITY_KEY, TIME_KEY], how="inner")
+        labelled
         .filter(pl.col(LABEL).is_not_null(), *complete)
         .with_columns(pl.col(c).cast(pl.Float64) for c in numeric)
         .with_columns(pl.col(c).cast(pl.String) for c in categorical)

@@ -1,9 +1,10 @@
 """Feature statistics, correlations and small PNG plots for the Dagster UI.
 
 :func:`feature_statistics` gives one row per feature: count, missing ratio, mean, median, std, min,
-max, percentiles and a histogram (JSON). Numeric statistics are computed in one lazy polars query
-over all features; NaN and infinities count as missing. A String feature (the regime label) gets
-its count, missing ratio, number of distinct values and value counts as its histogram.
+max, percentiles and a histogram (JSON), computed with numpy on the finite values (NaN and
+infinities count as missing); on large frames the percentiles come from a seeded sample (see
+there). A String feature (the regime label) gets its count, missing ratio, number of distinct
+values and value counts as its histogram.
 
 The plots are matplotlib (Agg) PNGs kept well under 100 KB so that they can be embedded as markdown
 images in asset metadata.
@@ -30,7 +31,8 @@ STATISTICS_SCHEMA: dict[str, pl.DataType] = {
     "missing": pl.Int64(),
     "missing_ratio": pl.Float64(),
     **{name: pl.Float64() for name in NUMERIC_STATS},
-    "n_unique": pl.Int64(),
+    "n_unique": pl.Int64(),        # String features only
+    "quantile_rows": pl.Int64(),   # values the median and percentiles were computed on
     "histogram": pl.String(),  # JSON: {"edges": [...], "counts": [...]} or {"values": [...], "counts": [...]}
 }
 
@@ -45,70 +47,88 @@ def _check(df: pl.DataFrame, features: Sequence[str]) -> None:
         raise StatisticsError(f"features: {missing} not in the frame; it has {df.columns}")
 
 
-def _valid(name: str) -> pl.Expr:
+def _valid(name: str) -> pl.Expr:  # used by the correlations
     """The feature with NaN and +-inf turned into null."""
     col = pl.col(name)
     return pl.when(col.is_finite()).then(col).otherwise(None)
 
 
 def histogram(values: np.ndarray, bins: int = 20) -> dict[str, list[float] | list[int]]:
-    """Equal-width histogram of finite values (edges has bins + 1 entries)."""
+    """Equal-width histogram of finite values over [min, max] (``numpy.histogram``)."""
     if values.size == 0:
         return {"edges": [], "counts": []}
     counts, edges = np.histogram(values, bins=bins)
     return {"edges": [float(e) for e in edges], "counts": [int(c) for c in counts]}
 
 
-def feature_statistics(df: pl.DataFrame, features: Sequence[str], bins: int = 20) -> pl.DataFrame:
-    """One row per feature with the columns of :data:`STATISTICS_SCHEMA`."""
+def _finite_values(series: pl.Series) -> np.ndarray:
+    values = series.cast(pl.Float64).to_numpy()
+    return values[np.isfinite(values)]
+
+
+def _numeric_stats(
+    values: np.ndarray, bins: int, max_exact_rows: int, rng: np.random.Generator
+) -> dict[str, object]:
+    """Moments, extremes and histogram over all values; quantiles over all values up to
+    ``max_exact_rows``, above that over a seeded uniform sample of that many values."""
+    n = values.size
+    if n == 0:
+        return {"count": 0, "histogram": json.dumps(histogram(values, bins)), "quantile_rows": 0}
+    basis = values if n <= max_exact_rows else values[rng.choice(n, size=max_exact_rows, replace=False)]
+    levels = [0.5, *(q for _, q in PERCENTILES)]
+    quantiles = np.quantile(basis, levels)
+    return {
+        "count": n,
+        "mean": float(values.mean()),
+        "std": float(values.std(ddof=1)) if n > 1 else None,
+        "min": float(values.min()),
+        "max": float(values.max()),
+        "median": float(quantiles[0]),
+        **{name: float(v) for (name, _), v in zip(PERCENTILES, quantiles[1:], strict=True)},
+        "histogram": json.dumps(histogram(values, bins)),
+        "quantile_rows": int(basis.size),
+    }
+
+
+def feature_statistics(
+    df: pl.DataFrame,
+    features: Sequence[str],
+    bins: int = 20,
+    max_exact_rows: int = 1_000_000,
+    seed: int = 0,
+) -> pl.DataFrame:
+    """One row per feature with the columns of :data:`STATISTICS_SCHEMA`.
+
+    Count, missing, mean, std, min, max and the histogram use every row. The median and the
+    percentiles are exact up to ``max_exact_rows`` finite values; above, they come from a seeded
+    uniform sample of that many (``quantile_rows`` says how many were used).
+    """
     _check(df, features)
     height = df.height
-    numeric = [f for f in features if df.schema[f].is_numeric()]
-    rows: dict[str, dict] = {}
-    if numeric and height:
-        exprs: list[pl.Expr] = []
-        for f in numeric:
-            v = _valid(f).cast(pl.Float64)
-            exprs += [
-                v.count().alias(f"{f}\x00count"),
-                v.mean().alias(f"{f}\x00mean"),
-                v.median().alias(f"{f}\x00median"),
-                v.std().alias(f"{f}\x00std"),
-                v.min().alias(f"{f}\x00min"),
-                v.max().alias(f"{f}\x00max"),
-                v.n_unique().alias(f"{f}\x00n_unique"),
-            ]
-            exprs += [v.quantile(q, "linear").alias(f"{f}\x00{name}") for name, q in PERCENTILES]
-        values = df.lazy().select(exprs).collect().row(0, named=True)
-        for f in numeric:
-            stats = {key.split("\x00")[1]: val for key, val in values.items() if key.startswith(f + "\x00")}
-            finite = df.get_column(f).cast(pl.Float64).to_numpy()
-            finite = finite[np.isfinite(finite)]
-            stats["n_unique"] = int(stats["n_unique"]) - (1 if stats["count"] < height else 0)  # null counted
-            stats["histogram"] = json.dumps(histogram(finite, bins))
-            rows[f] = stats
-    for f in features:
-        if f in rows:
-            continue
-        col = df.get_column(f)
-        counts = col.drop_nulls().cast(pl.String).value_counts(sort=True, name="n")
-        rows[f] = {
-            "count": height - col.null_count(),
-            "n_unique": counts.height,
-            "histogram": json.dumps({"values": counts[f].to_list(), "counts": counts["n"].to_list()}),
-        }
+    rng = np.random.default_rng(seed)
     out = []
     for f in features:
-        stats = rows[f]
+        series = df.get_column(f)
+        if series.dtype.is_numeric():
+            stats = _numeric_stats(_finite_values(series), bins, max_exact_rows, rng)
+            stats["n_unique"] = None
+        else:
+            counts = series.drop_nulls().cast(pl.String).value_counts(sort=True, name="n")
+            stats = {
+                "count": height - series.null_count(),
+                "n_unique": counts.height,
+                "histogram": json.dumps({"values": counts[f].to_list(), "counts": counts["n"].to_list()}),
+            }
         count = int(stats.get("count") or 0)
         out.append({
             "feature": f,
-            "dtype": str(df.schema[f]),
+            "dtype": str(series.dtype),
             "count": count,
             "missing": height - count,
             "missing_ratio": (height - count) / height if height else None,
             **{name: stats.get(name) for name in NUMERIC_STATS},
             "n_unique": stats.get("n_unique"),
+            "quantile_rows": stats.get("quantile_rows"),
             "histogram": stats.get("histogram"),
         })
     return pl.DataFrame(out, schema=STATISTICS_SCHEMA)
@@ -130,7 +150,8 @@ def feature_correlations(
     numeric = [f for f in features if df.schema[f].is_numeric()]
     complete = df.lazy().select([_valid(f).cast(pl.Float64).alias(f) for f in numeric]).drop_nulls().collect()
     if max_rows is not None and complete.height > max_rows:
-        complete = complete.sample(max_rows, seed=seed)
+        rows = np.sort(np.random.default_rng(seed).choice(complete.height, size=max_rows, replace=False))
+        complete = complete[rows]
     if method == "spearman":
         complete = complete.select([pl.col(f).rank("average") for f in numeric])
     elif method != "pearson":

@@ -90,14 +90,13 @@ class PytorchLightningWrapper:
         return mlflow.MlflowClient(tracking_uri=mlflow.get_tracking_uri())
 
     def _ensure_run(self, client: mlflow.MlflowClient) -> str:
+        """The active run, else a new run in ``experiment_name`` (each ``train`` call its own)."""
         active = mlflow.active_run()
         if active is not None:
             return active.info.run_id
-        if self.run_id is not None:
-            return self.run_id
-        experiment = client.get_experiment_by_name(self.experiment_name)
-        experiment_id = experiment.experiment_id if experiment else client.create_experiment(self.experiment_name)
-        return client.create_run(experiment_id).info.run_id
+        from mlops_assets.models.registry import ensure_experiment
+
+        return client.create_run(ensure_experiment(client, self.experiment_name)).info.run_id
 
     def _logger(self) -> Any:
         from mlops_assets.models.lit_module import make_logger
@@ -144,7 +143,8 @@ class PytorchLightningWrapper:
             n_validation_rows=len(arrays.x_val),
         )
 
-    def evaluate(self, data: pl.DataFrame, config: TrainConfig | Mapping[str, Any] | None = None) -> dict[str, float]:
+    def evaluate(self, data: pl.DataFrame,
+                 config: TrainConfig | Mapping[str, Any] | None = None) -> dict[str, float]:
         """``trainer.test()`` on the ``test`` split; logs and returns ``test_*`` and baseline metrics."""
         from mlops_assets.models.lit_module import run_test
 
@@ -204,7 +204,8 @@ class PytorchLightningWrapper:
         return self._require_predictor().predict_array(x)
 
     # -- logging the servable model ------------------------------------------------------------
-    def log_model(self, name: str = PYFUNC_MODEL_NAME, extra_metadata: Mapping[str, str] | None = None) -> Any:
+    def log_model(self, name: str = PYFUNC_MODEL_NAME,
+                  extra_metadata: Mapping[str, str] | None = None) -> Any:
         """Log the pyfunc models-from-code model into the training run; returns MLflow's ModelInfo."""
         predictor = self._require_predictor()
         if self.run_id is None:

@@ -113,18 +113,21 @@ def dataset_arrays(data: pl.DataFrame, features: Sequence[str], target: str, tas
         t_mean, t_std = (float(np.mean(ys["train"])), float(np.std(ys["train"]) or 1.0)) \
             if task_type == "regression" else (0.0, 1.0)
     else:
-        mean, std, classes, t_mean, t_std = spec.mean, spec.std, spec.classes, spec.target_mean, spec.target_std
+        mean, std, classes = spec.mean, spec.std, spec.classes
+        t_mean, t_std = spec.target_mean, spec.target_std
     mean_a = np.asarray(mean, dtype=np.float32)
     inv_std = (1.0 / np.asarray(std, dtype=np.float64)).astype(np.float32)
     xs = {s: standardise(raw[s], mean_a, inv_std) for s in SPLITS}
     enc = {s: _encode_target(ys[s], task_type, classes, target) for s in SPLITS}
-    return DatasetArrays(xs["train"], enc["train"], xs["validation"], enc["validation"], xs["test"], enc["test"],
+    return DatasetArrays(xs["train"], enc["train"], xs["validation"], enc["validation"],
+                         xs["test"], enc["test"],
                          features, tuple(mean), tuple(std), tuple(classes), target, t_mean, t_std)
 
 
 def pinned_requirements() -> list[str]:
     """Exact versions of what the pyfunc needs (torch without its local ``+cpu`` label)."""
-    return [f"{name}=={package_version(name).split('+')[0]}" for name in ("mlflow", "torch", "numpy", "pandas")]
+    names = ("mlflow", "torch", "numpy", "pandas")
+    return [f"{name}=={package_version(name).split('+')[0]}" for name in names]
 
 
 @contextmanager

@@ -90,7 +90,8 @@ class LitMLP(pl.LightningModule):
         self._eval_epoch_end("test")
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        hp = self.hparams
+        return torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
 
 
 class LossCurve(Callback):

@@ -33,7 +33,8 @@ class TradingMLPModel(PythonModel):
     def load_context(self, context) -> None:
         self.predictor = TorchPredictor.from_files(context.artifacts["spec"], context.artifacts["weights"])
 
-    def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+    def predict(self, context: Any, model_input: pd.DataFrame,
+                params: dict[str, Any] | None = None) -> pd.DataFrame:
         if self.predictor is None:
             raise RuntimeError("the model was not loaded: load it with mlflow.pyfunc.load_model")
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)

@@ -12,7 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import mlflow
@@ -147,14 +149,31 @@ def _ensure_registered_model(client: MlflowClient, name: str) -> None:
                 raise
 
 
-def ensure_experiment(client: MlflowClient, experiment_name: str, artifact_location: str | None = None) -> str:
-    """Id of ``experiment_name``, created (with ``artifact_location`` if given) when missing."""
+def default_artifact_location(tracking_uri: str, experiment_name: str) -> str | None:
+    """``<dir of the SQLite file>/mlartifacts/<experiment>`` for a ``sqlite:///`` store, else None.
+
+    Without it MLflow would put a SQLite store's artifacts in ``./mlruns`` of whatever directory
+    the process happens to run in.
+    """
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    db_path = Path(tracking_uri[len("sqlite:///"):]).resolve()
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", experiment_name).strip("-") or "default"
+    return str(db_path.parent / "mlartifacts" / slug)
+
+
+def ensure_experiment(client: MlflowClient, experiment_name: str,
+                      artifact_location: str | None = None) -> str:
+    """Id of ``experiment_name``; created when missing, with ``artifact_location`` or, for a
+    SQLite store, ``default_artifact_location``. A deleted experiment of that name is an error."""
     experiment = client.get_experiment_by_name(experiment_name)
     if experiment is not None:
         if experiment.lifecycle_stage == "deleted":
-            raise RegistryError("experiment_name", f"{experiment_name!r} is deleted; restore it or pick another")
+            raise RegistryError("experiment_name",
+                                f"{experiment_name!r} is deleted; restore it or pick another name")
         return experiment.experiment_id
-    return client.create_experiment(experiment_name, artifact_location=artifact_location)
+    location = artifact_location or default_artifact_location(client.tracking_uri, experiment_name)
+    return client.create_experiment(experiment_name, artifact_location=location)
 
 
 def train_and_register(
@@ -188,8 +207,10 @@ def train_and_register(
     experiment_id = ensure_experiment(client, experiment_name, artifact_location)
     tags = {**lineage.tags(features), T.TAG_TASK_TYPE: config.task_type, T.TAG_SOURCE: "trained",
             T.TAG_WRAPPER: PytorchLightningWrapper.name}
-    wrapper = PytorchLightningWrapper(list(features), tracking_uri=tracking_uri, experiment_name=experiment_name)
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
+    wrapper = PytorchLightningWrapper(list(features), tracking_uri=tracking_uri,
+                                      experiment_name=experiment_name)
+    nested = mlflow.active_run() is not None  # e.g. inside a tuning or pipeline parent run
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags, nested=nested) as run:
         result = wrapper.train(dataset, config)
         metrics = {**result.metrics, **wrapper.evaluate(dataset, config)}
         info = wrapper.log_model(extra_metadata={"registered_model_name": model_name})
@@ -230,7 +251,8 @@ def apply_gate(client: MlflowClient, name: str, version: str | int, metric_name:
         client.set_model_version_tag(name, version, key, tag_value)
     if not passed:
         client.set_model_version_tag(name, version, T.TAG_REJECTED, "true")
-        client.set_model_version_tag(name, version, T.TAG_REJECTED_REASON, f"evaluation gate failed: {reason}")
+        client.set_model_version_tag(name, version, T.TAG_REJECTED_REASON,
+                                     f"evaluation gate failed: {reason}")
     return GateResult(passed, metric_name, number, float(threshold), higher_is_better, reason)
 
 
@@ -319,6 +341,6 @@ def import_external_model(
 
 __all__ = [
     "DEFAULT_ALIASES", "GateResult", "Lineage", "RegisteredModel", "RegistryError",
-    "apply_gate", "dataset_fingerprint", "ensure_experiment", "get_version_by_alias",
+    "apply_gate", "dataset_fingerprint", "default_artifact_location", "ensure_experiment", "get_version_by_alias",
     "import_external_model", "model_uri", "resolve_alias", "train_and_register",
 ]

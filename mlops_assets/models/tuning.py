@@ -42,7 +42,8 @@ class TuningResult:
     trials: list[dict[str, Any]] = field(default_factory=list)
 
 
-def suggest_config(trial: optuna.Trial, base: TrainConfig, space: Mapping[str, tuple[Any, ...]]) -> TrainConfig:
+def suggest_config(trial: optuna.Trial, base: TrainConfig,
+                   space: Mapping[str, tuple[Any, ...]]) -> TrainConfig:
     """``base`` with the parameters of ``space`` drawn by ``trial``."""
     updates: dict[str, Any] = {}
     for name, spec in space.items():
@@ -87,7 +88,8 @@ def run_tuning(
     client = MlflowClient(tracking_uri=tracking_uri)
     experiment_id = ensure_experiment(client, experiment_name, artifact_location)
     optuna.logging.set_verbosity(logging.WARNING)
-    study = optuna.create_study(direction=direction, sampler=optuna.samplers.TPESampler(seed=base_config.seed))
+    sampler = optuna.samplers.TPESampler(seed=base_config.seed)
+    study = optuna.create_study(direction=direction, sampler=sampler)
     trials: list[dict[str, Any]] = []
 
     def objective(trial: optuna.Trial) -> float:

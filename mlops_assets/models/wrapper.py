@@ -109,27 +109,27 @@ def wrapper_class(name: str) -> type:
     return getattr(importlib.import_module(module_name), class_name)
 
 
-def _model_version_tags(model_uri: str, client: "MlflowClient | None") -> dict[str, str]:
-    """Tags of the registry version behind ``models:/name@alias`` or ``models:/name/version``."""
+def pin_model_uri(model_uri: str, client: "MlflowClient | None") -> tuple[str, dict[str, str]]:
+    """``models:/name@alias`` -> (``models:/name/<version>``, that version's tags).
+
+    Pinning first means the version whose tags chose the wrapper is the version that gets loaded,
+    even if the alias moves meanwhile. Other URIs (and ``client=None``) come back unchanged, no tags.
+    """
     if client is None or not model_uri.startswith("models:/"):
-        return {}
+        return model_uri, {}
     body = model_uri[len("models:/"):]
     if "@" in body:
         name, alias = body.split("@", 1)
         version = client.get_model_version_by_alias(name, alias)
-    elif "/" in body:
-        name, number = body.split("/", 1)
-        if not number.isdigit():
-            return {}
+    elif "/" in body and body.rsplit("/", 1)[1].isdigit():
+        name, number = body.rsplit("/", 1)
         version = client.get_model_version(name, number)
     else:  # models:/<logged model id>
-        return {}
-    return dict(version.tags or {})
+        return model_uri, {}
+    return f"models:/{name}/{version.version}", dict(version.tags or {})
 
 
-def resolve_wrapper_name(model_uri: str, client: "MlflowClient | None" = None) -> str:
-    """``wrapper`` tag of the version, else ``model_config["wrapper"]`` of the MLmodel, else pyfunc."""
-    tags = _model_version_tags(model_uri, client)
+def _wrapper_name(model_uri: str, tags: Mapping[str, str]) -> str:
     if tags.get(TAG_WRAPPER):
         return tags[TAG_WRAPPER]
     from mlflow.models import get_model_info
@@ -140,20 +140,26 @@ def resolve_wrapper_name(model_uri: str, client: "MlflowClient | None" = None) -
     return str(name) if name else FALLBACK_WRAPPER
 
 
+def resolve_wrapper_name(model_uri: str, client: "MlflowClient | None" = None) -> str:
+    """``wrapper`` tag of the version, else ``model_config["wrapper"]`` of the MLmodel, else pyfunc."""
+    pinned, tags = pin_model_uri(model_uri, client)
+    return _wrapper_name(pinned, tags)
+
+
 def load_wrapper(model_uri: str, client: "MlflowClient | None" = None, **kwargs: Any) -> ModelWrapper:
     """Build the wrapper that fits ``model_uri`` and ``load`` it; ``kwargs`` go to its constructor.
 
-    ``client`` (an ``MlflowClient`` on the tracking/registry URI) is used to read the version's
-    tags; the artifacts are fetched through the global MLflow tracking URI, so set
-    ``mlflow.set_tracking_uri`` (or ``MLFLOW_TRACKING_URI``) to the same store.
+    ``client`` (an ``MlflowClient`` on the tracking/registry URI) reads the version's tags; an
+    alias is pinned to its current version before loading. Artifacts are fetched through the
+    global MLflow tracking URI, so point ``mlflow.set_tracking_uri`` / ``MLFLOW_TRACKING_URI`` at
+    the same store. The generic ``PyfuncWrapper`` gets the version's ``task_type`` tag.
     """
-    name = resolve_wrapper_name(model_uri, client)
-    if name == FALLBACK_WRAPPER and client is not None and "task_type" not in kwargs:
-        task_type = _model_version_tags(model_uri, client).get(TAG_TASK_TYPE)
-        if task_type:
-            kwargs["task_type"] = task_type
+    pinned, tags = pin_model_uri(model_uri, client)
+    name = _wrapper_name(pinned, tags)
+    if name == FALLBACK_WRAPPER and tags.get(TAG_TASK_TYPE) and "task_type" not in kwargs:
+        kwargs["task_type"] = tags[TAG_TASK_TYPE]
     wrapper = wrapper_class(name)(**kwargs)
-    wrapper.load(model_uri)
+    wrapper.load(pinned)
     return wrapper
 
 
@@ -276,9 +282,16 @@ class PyfuncWrapper:
         return Prediction(arr)
 
     def evaluate(self, data: "pl.DataFrame", config: Any = None) -> dict[str, float]:
-        """Metrics on the ``test`` split (``config.target`` or ``label`` / ``fwd_return``)."""
+        """``test_*`` metrics on the ``test`` split (returned, not logged: the caller owns the run).
+
+        The label column is ``config.target`` (attribute or key), else ``label`` / ``fwd_return``.
+        """
         test = split_rows(data, "test")
-        target = getattr(config, "target", None) or ("fwd_return" if self.task_type == "regression" else "label")
+        default_target = "fwd_return" if self.task_type == "regression" else "label"
+        configured = config.get("target") if isinstance(config, Mapping) else getattr(config, "target", None)
+        target = configured or default_target
+        if target not in test.columns:
+            raise ModelInputError(target, f"label column missing from the dataset (has {test.columns})")
         if test.height == 0:
             raise ModelInputError("split", "no 'test' rows to evaluate on")
         pred = self.predict(test.select(self.features or []).to_dicts() if self.features else test.to_dicts())

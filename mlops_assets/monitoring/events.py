@@ -142,6 +142,18 @@ def _as_utc(value: datetime | date | str, name: str) -> datetime:
     return value.astimezone(timezone.utc)
 
 
+def _flag(value: Any, name: str) -> bool:
+    """A boolean from a bool, 0/1 or a "true"/"false" string (as stored in a table)."""
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in ("true", "1", "yes"):
+            return True
+        if lowered in ("false", "0", "no", ""):
+            return False
+        raise DriftInputError(name, f"is not a boolean: {value!r}")
+    return bool(value)
+
+
 def episode_id_for(ts: datetime) -> str:
     """A stable episode id from the time the episode starts (``drift-20250102T030405Z``)."""
     return "drift-" + _as_utc(ts, "ts").strftime("%Y%m%dT%H%M%SZ")
@@ -175,7 +187,7 @@ def decide_drift_action(
         if "ts" not in last_event:
             raise DriftInputError("last_event.ts", "is missing", "pass the recorded event's timestamp")
         last_ts = _as_utc(last_event["ts"], "last_event.ts")
-        if not bool(last_event.get("resolved", False)):
+        if not _flag(last_event.get("resolved", False), "last_event.resolved"):
             open_episode = last_event.get("episode_id") or episode_id_for(last_ts)
         if obs.ts < last_ts:
             return DriftDecision(

@@ -18,8 +18,9 @@ and Z ``p < 0.05``, Wasserstein and Jensen-Shannon ``score >= 0.1``.
 
 The formulas are Evidently's (which call scipy); only the data handling is faster: Wasserstein takes
 both samples already sorted (the reference once, in a
-:class:`~mlops_assets.monitoring.drift.ReferenceProfile`) and merges them in linear time instead of scipy's two argsorts, a mergesort and two ``searchsorted``
-over the concatenation; the summands are the same numbers, so the result is the same to the last bit.
+:class:`~mlops_assets.monitoring.drift.ReferenceProfile`) and merges them in linear time instead of
+scipy's two argsorts, a mergesort and two ``searchsorted`` over the concatenation; the summands are the
+same numbers, so the result is the same to the last bit.
 """
 
 from __future__ import annotations

@@ -104,3 +104,26 @@ def test_pngs_are_small_images(frame: pl.DataFrame) -> None:
         assert 1_000 < len(image) < 100_000
     with pytest.raises(StatisticsError, match="zzz"):
         histogram_png(stats, "zzz")
+
+
+def test_all_missing_and_constant_features() -> None:
+    df = pl.DataFrame({"empty": [None, float("nan"), float("inf")], "flat": [2.0, 2.0, 2.0]})
+    stats = feature_statistics(df, ["empty", "flat"])
+    empty, flat = stats.row(0, named=True), stats.row(1, named=True)
+    assert empty["count"] == 0 and empty["missing_ratio"] == 1.0 and empty["mean"] is None
+    assert json.loads(empty["histogram"]) == {"edges": [], "counts": []}
+    assert flat["std"] == 0.0 and flat["p01"] == flat["p99"] == 2.0
+    assert sum(json.loads(flat["histogram"])["counts"]) == 3
+
+
+def test_percentiles_from_a_sample_above_the_exact_limit() -> None:
+    values = np.random.default_rng(5).normal(size=50_000)
+    df = pl.DataFrame({"x": values})
+    exact = feature_statistics(df, ["x"]).row(0, named=True)
+    sampled = feature_statistics(df, ["x"], max_exact_rows=10_000, seed=1).row(0, named=True)
+    assert exact["quantile_rows"] == 50_000 and sampled["quantile_rows"] == 10_000
+    for key in ("count", "mean", "std", "min", "max", "histogram"):
+        assert sampled[key] == exact[key], key  # these always use every row
+    for key in ("median", "p05", "p95"):
+        assert sampled[key] == pytest.approx(exact[key], abs=0.05)
+    assert sampled["median"] != exact["median"]

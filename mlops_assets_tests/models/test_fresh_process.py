@@ -85,8 +85,8 @@ def test_pyfunc_serve_and_wrapper_agree_in_fresh_processes(store, registered, da
                 pass
             assert time.monotonic() < deadline, "mlflow models serve did not come up"
             time.sleep(0.5)
-        response = httpx.post(f"http://127.0.0.1:{port}/invocations", json={"dataframe_records": rows.to_dicts()},
-                              timeout=30)
+        response = httpx.post(f"http://127.0.0.1:{port}/invocations",
+                              json={"dataframe_records": rows.to_dicts()}, timeout=30)
         assert response.status_code == 200, response.text
         served = response.json()["predictions"]
     finally:
@@ -101,5 +101,6 @@ def test_pyfunc_serve_and_wrapper_agree_in_fresh_processes(store, registered, da
     np.testing.assert_allclose(fresh["pyfunc"], expected, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(fresh["wrapper"], expected, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose([r["probability"] for r in served], expected, rtol=1e-5, atol=1e-6)
-    assert [r["prediction"] for r in served] == fresh["pyfunc_prediction"] == (expected >= 0.5).astype(int).tolist()
+    expected_labels = (expected >= 0.5).astype(int).tolist()
+    assert [r["prediction"] for r in served] == fresh["pyfunc_prediction"] == expected_labels
     assert 0.0 < float(np.mean(expected >= 0.5)) < 1.0  # not a constant model

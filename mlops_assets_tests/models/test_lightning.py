@@ -55,9 +55,10 @@ def test_predict_accepts_records_arrays_frames_and_imputes_missing(store, small)
     assert isinstance(by_array, Prediction)
     assert by_array.probabilities.shape == (8,) and by_array.predictions.shape == (8,)
     assert set(np.unique(by_array.predictions)) <= {0, 1}
-    np.testing.assert_allclose(wrapper.predict(rows.to_dicts()).probabilities, by_array.probabilities, rtol=1e-6)
-    np.testing.assert_allclose(wrapper.predict(rows).probabilities, by_array.probabilities, rtol=1e-6)
-    np.testing.assert_allclose(wrapper.predict(rows.to_pandas()).probabilities, by_array.probabilities, rtol=1e-6)
+    expected = by_array.probabilities
+    np.testing.assert_allclose(wrapper.predict(rows.to_dicts()).probabilities, expected, rtol=1e-6)
+    np.testing.assert_allclose(wrapper.predict(rows).probabilities, expected, rtol=1e-6)
+    np.testing.assert_allclose(wrapper.predict(rows.to_pandas()).probabilities, expected, rtol=1e-6)
     one = wrapper.predict(rows.to_dicts()[0])
     assert one.probabilities[0] == pytest.approx(float(by_array.probabilities[0]), rel=1e-6)
     # a missing feature is imputed with the training mean, i.e. equals sending the mean
@@ -125,7 +126,8 @@ def test_multiclass_and_regression(store):
 )
 def test_bad_datasets_name_the_field(store, small, mutate, field):
     data, features = small
-    wrapper = PytorchLightningWrapper(features, tracking_uri=store.tracking_uri, experiment_name="lightning-unit")
+    wrapper = PytorchLightningWrapper(features, tracking_uri=store.tracking_uri,
+                                      experiment_name="lightning-unit")
     with pytest.raises(ModelInputError) as err:
         wrapper.train(mutate(data), SMALL)
     assert err.value.field == field

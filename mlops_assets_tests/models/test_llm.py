@@ -35,14 +35,21 @@ FEATURES = {
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """A SQLite MLflow store with market_narrative 1.0.0 approved and in production."""
-    root = tmp_path_factory.mktemp("llm_mlflow")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
+def registry(llm_tracking_uri: str, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The shared SQLite MLflow store with market_narrative 1.0.0 approved and in production."""
+    root = tmp_path_factory.mktemp("llm_artifacts")
+    uri = llm_tracking_uri
     template = {t.id: t for t in load_library(LIBRARY)}["market_narrative"]
     name, version, _ = sync_prompt(uri, template, "APPROVED")
     set_production_alias(uri, name, version)
     return {"uri": uri, "template": template, "artifacts": str(root / "artifacts")}
+
+
+@pytest.fixture(scope="module")
+def logged_chain(registry: dict):
+    """The chain logged and registered once for the module (toxicity threshold 0.4)."""
+    return log_llm_model(registry["uri"], "narrative-llm", "market_narrative",
+                         artifact_location=registry["artifacts"], config={"toxicity_threshold": 0.4})
 
 
 def _wrapper(registry: dict, openai_client: OpenAI, **config) -> LangGraphWrapper:
@@ -115,10 +122,10 @@ def test_client_from_env_requires_the_key(registry, fake_openai) -> None:
     assert FAKE_API_KEY not in repr(wrapper)
 
 
-def test_logged_chain_loads_refreshes_and_never_stores_the_key(registry, openai_client, fake_openai) -> None:
-    uri = registry["uri"]
-    logged = log_llm_model(uri, "narrative-llm", "market_narrative", artifact_location=registry["artifacts"],
-                           config={"toxicity_threshold": 0.4})
+def test_logged_chain_loads_refreshes_and_never_stores_the_key(
+    registry, logged_chain, openai_client, fake_openai
+) -> None:
+    uri, logged = registry["uri"], logged_chain
     client = MlflowClient(uri)
     version = client.get_model_version("narrative-llm", logged.version)
     assert version.tags["wrapper"] == "llm" and version.tags["llm.prompt_id"] == "market_narrative"
@@ -152,10 +159,11 @@ def test_logged_chain_loads_refreshes_and_never_stores_the_key(registry, openai_
     assert FAKE_API_KEY not in stored
 
 
-def test_plain_pyfunc_serves_requests_that_carry_features(registry, fake_openai, monkeypatch) -> None:
+def test_plain_pyfunc_serves_requests_that_carry_features(
+    registry, logged_chain, fake_openai, monkeypatch
+) -> None:
     """What `mlflow models serve` would run: no lookup, key and backend from the environment."""
-    logged = log_llm_model(registry["uri"], "narrative-pyfunc", "market_narrative",
-                           artifact_location=registry["artifacts"])
+    logged = logged_chain
     monkeypatch.setenv("OPENAI_API_KEY", FAKE_API_KEY)
     monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
     mlflow.set_tracking_uri(registry["uri"])

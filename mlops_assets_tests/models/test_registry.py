@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -24,6 +25,8 @@ from mlops_assets.models.registry import (
 )
 from mlops_assets.models.wrapper import PyfuncWrapper, load_wrapper
 from mlops_assets_tests.models.conftest import EXPERIMENT, LINEAGE, MODEL_NAME
+
+EXTERNAL_MODEL_FILE = Path(__file__).with_name("external_logit.py")
 
 
 def test_registered_version_has_challenger_alias_and_lineage(store, registered, dataset):
@@ -107,7 +110,8 @@ def test_gate_pass_and_fail_are_tagged(store, registered):
     assert float(tags[T.TAG_EVALUATION_VALUE]) == pytest.approx(registered.metrics["test_auc"])
     assert T.TAG_REJECTED not in tags
 
-    bad = apply_gate(client, MODEL_NAME, registered.version, "test_log_loss", 0.69, 0.5, higher_is_better=False)
+    bad = apply_gate(client, MODEL_NAME, registered.version, "test_log_loss", 0.69, 0.5,
+                     higher_is_better=False)
     assert not bad.passed and "0.69" in bad.reason
     tags = client.get_model_version(MODEL_NAME, registered.version).tags
     assert tags[T.TAG_EVALUATION_PASSED] == "false"
@@ -145,15 +149,21 @@ def test_model_uri_and_missing_alias(store):
     assert get_version_by_alias(store.client(), "no-such-model", "production") is None
 
 
-def test_import_external_pyfunc_model_goes_through_pyfunc_wrapper(store, dataset):
+@pytest.mark.filterwarnings("ignore:An input example was not provided")
+def test_import_external_pyfunc_model_goes_through_pyfunc_wrapper(store, dataset, tmp_path):
     data, features = dataset
     train = data.filter(data["split"] == "train")
-    clf = LogisticRegression().fit(train.select(features).to_pandas(), train["label"].to_numpy())
+    clf = LogisticRegression().fit(train.select(features).to_numpy(), train["label"].to_numpy())
+    coefficients = tmp_path / "coefficients.json"
+    coefficients.write_text(json.dumps({"features": features, "coef": clf.coef_[0].tolist(),
+                                        "intercept": float(clf.intercept_[0])}))
     example = data.select(features).head(5).to_pandas()
+    signature = mlflow.models.infer_signature(example, clf.predict_proba(example.values))
     with mlflow.start_run(experiment_id=ensure_experiment(store.client(), "another-team")) as run:
-        mlflow.sklearn.log_model(clf, name="clf", input_example=example, pyfunc_predict_fn="predict_proba",
-                                 signature=mlflow.models.infer_signature(example, clf.predict_proba(example)),
-                                 pip_requirements=["scikit-learn", "skops"])
+        mlflow.pyfunc.log_model(name="clf", python_model=str(EXTERNAL_MODEL_FILE),
+                                artifacts={"coefficients": str(coefficients)},
+                                signature=signature,
+                                pip_requirements=["mlflow", "numpy", "pandas"])
     client = store.client()
     imported = import_external_model(client, f"runs:/{run.info.run_id}/clf", MODEL_NAME, "alice",
                                      description="baseline from the research team")
@@ -169,7 +179,7 @@ def test_import_external_pyfunc_model_goes_through_pyfunc_wrapper(store, dataset
     assert isinstance(wrapper, PyfuncWrapper)
     rows = data.select(features).tail(20)
     pred = wrapper.predict(rows.to_dicts())
-    expected = clf.predict_proba(rows.to_pandas())[:, 1]
+    expected = clf.predict_proba(rows.to_numpy())[:, 1]
     assert np.allclose(pred.probabilities, expected)
     assert np.array_equal(pred.predictions, (expected >= 0.5).astype(int))
     assert np.allclose(wrapper.predict(rows.to_numpy()).probabilities, expected)

@@ -36,8 +36,13 @@ def test_tune_returns_a_config_and_validates_arguments(store):
     base = TrainConfig(max_epochs=1, batch_size=256)
     space = {"lr": ("float", 1e-3, 1e-2, True)}
     best = tune(data, features, base, n_trials=1, tracking_uri=store.tracking_uri,
-                experiment_name="tuning-test", search_space=space)
-    assert isinstance(best, TrainConfig) and 1e-3 <= best.lr <= 1e-2 and best.hidden_sizes == base.hidden_sizes
+                experiment_name="tuning test 2", search_space=space)
+    # no artifact_location given: a SQLite store keeps artifacts next to the database, not ./mlruns
+    experiment = store.client().get_experiment_by_name("tuning test 2")
+    assert experiment.artifact_location.endswith("mlartifacts/tuning-test-2")
+    assert str(store.root) in experiment.artifact_location
+    assert isinstance(best, TrainConfig) and 1e-3 <= best.lr <= 1e-2
+    assert best.hidden_sizes == base.hidden_sizes
     with pytest.raises(RegistryError, match="tracking_uri"):
         tune(data, features, base, n_trials=1)
     with pytest.raises(RegistryError, match="n_trials"):

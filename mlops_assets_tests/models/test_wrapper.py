@@ -93,3 +93,30 @@ def test_prediction_records_are_json_friendly():
     rows = pred.to_records()
     assert rows[0]["prediction"] == 1 and rows[0]["probability"] == pytest.approx(0.8)
     assert Prediction(np.array([0.5])).to_records() == [{"prediction": 0.5}]
+
+
+@pytest.mark.parametrize(
+    ("raw", "task_type", "labels", "probs"),
+    [
+        (np.array([[0.8, 0.2], [0.3, 0.7]]), "binary", [0, 1], [0.2, 0.7]),
+        (np.array([0.2, 0.7]), "binary", [0, 1], [0.2, 0.7]),
+        (np.array([1.5, -0.2]), "regression", [1.5, -0.2], None),
+        (np.array([0, 1, 1]), "binary", [0, 1, 1], None),  # labels only
+        (np.array([[0.1, 0.2, 0.7]]), "multiclass", [2], [[0.1, 0.2, 0.7]]),
+    ],
+)
+def test_pyfunc_outputs_are_interpreted(raw, task_type, labels, probs):
+    pred = PyfuncWrapper(task_type=task_type)._interpret(raw)
+    np.testing.assert_allclose(pred.predictions, labels)
+    if probs is None:
+        assert pred.probabilities is None
+    else:
+        np.testing.assert_allclose(pred.probabilities, probs)
+
+
+def test_pyfunc_output_frame_in_our_convention():
+    import pandas as pd
+
+    frame = pd.DataFrame({"prediction": [1, 0], "probability": [0.9, 0.4]})
+    pred = PyfuncWrapper()._interpret(frame)
+    assert pred.predictions.tolist() == [1, 0] and pred.probabilities.tolist() == [0.9, 0.4]

@@ -60,7 +60,7 @@ def evidently_verdicts(reference, current, **kwargs):
                 "flag": "jensenshannon",
             },
         ),
-        (6000, 5000, 0.4, None),
+        (4000, 3500, 0.4, None),
     ],
 )
 def test_inferred_types_and_methods_match_evidently(n_ref, n_cur, shift, expected_methods):
@@ -78,8 +78,8 @@ def test_inferred_types_and_methods_match_evidently(n_ref, n_cur, shift, expecte
 
 
 def test_shifted_window_drifts_and_identical_window_does_not():
-    reference = make_window(5000, seed=3)
-    shifted = make_window(5000, seed=4, shift=0.6)
+    reference = make_window(3000, seed=3)
+    shifted = make_window(3000, seed=4, shift=0.6)
     same = reference.copy()
 
     drifted = fast_drift(reference, shifted)

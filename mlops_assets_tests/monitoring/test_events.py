@@ -56,6 +56,10 @@ def test_mapping_inputs_with_iso_timestamps_and_naive_times():
         {"share": 0.1, "drifted_features": [], "ts": "2025-03-03T09:00:00+00:00"}, last, POLICY
     )
     assert decision.action == "none" and decision.ends_episode and decision.episode_id == "drift-x"
+    still_open = decide_drift_action(
+        {"share": 0.5, "ts": "2025-03-03T09:00:00"}, {**last, "resolved": "false"}
+    )
+    assert still_open.action == "none" and still_open.episode_id == "drift-x"  # "false" from a table
     resolved = {**last, "resolved": True}
     early = decide_drift_action({"share_drifted": 0.9, "ts": T0 + timedelta(hours=10)}, resolved, POLICY)
     assert early.action == "cooldown" and early.severity == "high"

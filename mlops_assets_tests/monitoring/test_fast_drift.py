@@ -191,7 +191,9 @@ def test_summary_row_and_plot():
     assert row["methods"] == "jensenshannon:6,wasserstein:4"
     pl.DataFrame([row])  # one warehouse row: every value has a column type
     with pytest.raises(DriftInputError) as excinfo:
-        summary_row(result, (dt.date(2024, 2, 1), dt.date(2024, 1, 1)), (dt.date(2024, 4, 1), dt.date(2024, 5, 1)))
+        summary_row(
+            result, (dt.date(2024, 2, 1), dt.date(2024, 1, 1)), (dt.date(2024, 4, 1), dt.date(2024, 5, 1))
+        )
     assert excinfo.value.field == "reference_window"
 
     png = drift_plot_png(result)

@@ -1,0 +1,88 @@
+"""The apps as operators start them: ``uvicorn main:app --workers 2`` and ``uvicorn api:app`` inside
+``serving/`` (no PYTHONPATH), Prometheus multiprocess metrics summed over workers, and a promotion
+that every worker picks up within its poll interval."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from mlops_assets.monitoring.served import read_closed_segments
+from mlops_assets.settings import PROJECT_ROOT, load_settings
+from mlops_assets_tests.serving.conftest import World, copy_version, free_port, wait_ready, wait_until
+
+pytestmark = pytest.mark.xdist_group("serving")
+POLL = 0.5
+
+
+def _start(args: list[str], config: Path, tmp_path: Path, name: str) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MLOPS_HOME")}
+    env.update(MLOPS_CONFIG=str(config), PROMETHEUS_MULTIPROC_DIR=str(tmp_path / f"prom-{name}"))
+    (tmp_path / f"prom-{name}").mkdir()
+    return subprocess.Popen([sys.executable, "-m", "uvicorn", *args], cwd=PROJECT_ROOT / "serving", env=env,
+                            stdout=(tmp_path / f"{name}.log").open("wb"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _predict(url: str) -> dict:
+    with httpx.Client(timeout=30) as fresh:  # a new connection, so the kernel may pick either worker
+        r = fresh.post(f"{url}/predict", json={"symbol": "CCC"})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_workers_swap_within_a_poll_and_metrics_add_up(world: World, tmp_path: Path) -> None:
+    config = world.config_for(tmp_path / "home", model={"name": "cli_model"}, poll_seconds=POLL, access_log=True)
+    settings = load_settings(env={}, config_path=config)
+    world.write_snapshot(settings.online_dir)
+    old = copy_version(world, "cli_model", world.v1, alias="production")
+    new = copy_version(world, "cli_model", world.v2)
+    port, api_port = free_port(), free_port()
+    inference = _start(["main:app", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
+                       config, tmp_path, "inference")
+    api = _start(["api:app", "--host", "127.0.0.1", "--port", str(api_port)], config, tmp_path, "api")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, timeout=120)
+        workers: set[str] = set()
+        wait_until(lambda: len({_predict(url)["request_id"].split("-")[0] for _ in range(10)} | workers) and
+                   all(_predict(url)["model_version"] == old for _ in range(10)), timeout=60)
+        served = 21
+        world.client().set_registered_model_alias("cli_model", "production", new)
+        first = wait_until(lambda: (p := _predict(url))["model_version"] == new and p, timeout=60)
+        served += 1
+        time.sleep(POLL + 2.0)  # one poll interval (plus loading time) for the other worker
+        after = [_predict(url) for _ in range(30)]
+        served += 30
+        workers = {p["request_id"].split("-")[0] for p in after}
+        assert {p["model_version"] for p in after} == {new}, f"a worker still serves {old}"
+        assert first["request_id"]
+        metrics = httpx.get(f"{url}/metrics").text
+        counted = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+                      if line.startswith("mlops_serving_predictions_total{"))
+        assert counted >= served  # every prediction of every worker (wait_until may have sent more)
+        health = httpx.get(f"http://127.0.0.1:{api_port}/health", timeout=30)
+        assert health.status_code == 200
+        models = httpx.get(f"http://127.0.0.1:{api_port}/api/v1/ml/lifecycle/models", timeout=30).json()
+        assert "cli_model" in {m["name"] for m in models["items"]}
+    finally:
+        _stop(inference)
+        _stop(api)
+    logged = read_closed_segments(settings.serving_log_dir)  # each worker flushed at shutdown
+    assert logged.height == counted
+    assert len({name.split("-")[-2] for name in logged["segment"]}) == len(workers) or len(workers) == 1
