@@ -95,12 +95,14 @@ def init() -> None:
 @handles_errors
 def features_check(lock: Annotated[Path | None, typer.Option(help="lock file")] = None) -> None:
     """Fail if a feature view's schema changed without the version bump the rule asks for."""
-    from mlops_assets.features.catalog import DEFAULT_LOCK_PATH, check_lock
+    from mlops_assets.features.lock import DEFAULT_LOCK_PATH, check_lock, errors
     from mlops_assets.features.views import FEATURE_VIEWS
 
     violations = check_lock(FEATURE_VIEWS, lock or DEFAULT_LOCK_PATH)
     for v in violations:
-        typer.secho(f"  {v}", fg=typer.colors.RED, err=True)
+        typer.secho(f"  {v.severity}: {v.view}{'.' + v.column if v.column else ''}: {v.message}",
+                    fg=typer.colors.RED if v.severity == "error" else typer.colors.YELLOW, err=True)
+    violations = errors(violations)
     if violations:
         _fail(f"{len(violations)} schema violation(s); bump the view's version, then run `mlops features lock`")
     typer.echo(f"ok: {len(FEATURE_VIEWS)} feature view(s) match the lock file")
@@ -110,14 +112,15 @@ def features_check(lock: Annotated[Path | None, typer.Option(help="lock file")] 
 @handles_errors
 def features_lock(lock: Annotated[Path | None, typer.Option(help="lock file")] = None) -> None:
     """Write the lock file of view schemas (after a deliberate, correctly versioned change)."""
-    from mlops_assets.features.catalog import DEFAULT_LOCK_PATH, check_lock, write_lock
+    from mlops_assets.features.lock import DEFAULT_LOCK_PATH, check_lock, errors, write_lock
     from mlops_assets.features.views import FEATURE_VIEWS
 
     path = lock or DEFAULT_LOCK_PATH
     if path.exists():
-        violations = check_lock(FEATURE_VIEWS, path)
+        violations = [v for v in errors(check_lock(FEATURE_VIEWS, path)) if v.kind != "stale_lock"]
         if violations:
-            _fail("refusing to lock a change that breaks the versioning rule: " + "; ".join(map(str, violations)))
+            _fail("refusing to lock a change that breaks the versioning rule: "
+                  + "; ".join(v.message for v in violations))
     write_lock(FEATURE_VIEWS, path)
     typer.echo(f"wrote {path}")
 
@@ -323,3 +326,7 @@ def serve(workers: int = 1) -> None:
     except KeyboardInterrupt:
         for p in procs:
             p.terminate()
+
+
+if __name__ == "__main__":  # `python -m mlops_assets.cli ...`
+    main()
