@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import tempfile
 import warnings
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import version as package_version
 from pathlib import Path
@@ -136,8 +136,7 @@ def _in_run(run_id: str) -> Iterator[None]:
 
     active = mlflow.active_run()
     if active is not None and active.info.run_id == run_id:
-        with nullcontext():
-            yield
+        yield
         return
     with mlflow.start_run(run_id=run_id, nested=active is not None):
         yield

@@ -340,7 +340,7 @@ def import_external_model(
 
 
 __all__ = [
-    "DEFAULT_ALIASES", "GateResult", "Lineage", "RegisteredModel", "RegistryError",
-    "apply_gate", "dataset_fingerprint", "default_artifact_location", "ensure_experiment", "get_version_by_alias",
+    "DEFAULT_ALIASES", "GateResult", "Lineage", "RegisteredModel", "RegistryError", "apply_gate",
+    "dataset_fingerprint", "default_artifact_location", "ensure_experiment", "get_version_by_alias",
     "import_external_model", "model_uri", "resolve_alias", "train_and_register",
 ]

@@ -33,6 +33,6 @@ TAG_APPROVED_BY = "approval.by"
 TAG_ARCHIVED = "archived"
 
 # added by the model layer (registry.py / wrapper.py)
-TAG_WRAPPER = "wrapper"                              # ModelWrapper serving the version: lightning | llm | pyfunc
-TAG_EVALUATION_THRESHOLD = "evaluation.threshold"    # the threshold the gate compared evaluation.value with
-TAG_IMPORTED_FROM = "lineage.imported_from"          # source model URI of a version made by import_external_model
+TAG_WRAPPER = "wrapper"                              # ModelWrapper that serves it: lightning | llm | pyfunc
+TAG_EVALUATION_THRESHOLD = "evaluation.threshold"    # what the gate compared evaluation.value with
+TAG_IMPORTED_FROM = "lineage.imported_from"          # source URI of a version made by import_external_model

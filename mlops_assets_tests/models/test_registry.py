@@ -149,7 +149,7 @@ def test_model_uri_and_missing_alias(store):
     assert get_version_by_alias(store.client(), "no-such-model", "production") is None
 
 
-@pytest.mark.filterwarnings("ignore:An input example was not provided")
+@pytest.mark.filterwarnings("ignore:.*An input example was not provided")
 def test_import_external_pyfunc_model_goes_through_pyfunc_wrapper(store, dataset, tmp_path):
     data, features = dataset
     train = data.filter(data["split"] == "train")
