@@ -328,5 +328,21 @@ def serve(workers: int = 1) -> None:
             p.terminate()
 
 
+@app.command("import-model")
+@handles_errors
+def import_model(source_uri: Annotated[str, typer.Argument(help="runs:/<id>/model, models:/name/3, models:/name@alias")],
+                 task_type: Annotated[str, typer.Option(help="binary | multiclass | regression")] = "binary",
+                 by: By = None) -> None:
+    """Register an MLflow pyfunc model trained elsewhere as a new version; it is then evaluated and
+    approved like a trained one (the model_version_sensor picks it up)."""
+    from mlops_assets.models.registry import import_external_model
+
+    s, client, _ = _model_context()
+    registered = import_external_model(client, source_uri, s.model.name, registered_by=actor(by), task_type=task_type,
+                                       challenger_alias=s.model.challenger_alias)
+    typer.echo(f"registered {s.model.name} v{registered.version} from {source_uri}; the evaluation runs when the "
+               f"Dagster daemon's model_version_sensor sees it")
+
+
 if __name__ == "__main__":  # `python -m mlops_assets.cli ...`
     main()

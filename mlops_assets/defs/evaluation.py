@@ -1,7 +1,7 @@
 """Evaluation harness assets, partitioned by model version (dynamic partitions ``model_versions``).
 
-``model_version_sensor`` adds a partition when ``trained_model`` registers a version and requests its
-evaluation; a person can evaluate or re-audit any version by materializing its partition.
+``model_version_sensor`` adds a partition for every registered version (trained here or imported by
+URI) and requests its evaluation; a person can evaluate or re-audit any version by materializing its partition.
 
 - ``model_evaluation``: one report per version (metrics vs baselines and the champion, backtest with
   stress scenarios, SHAP, fairness audit, A/B vs champion, compliance) in the warehouse, on the
@@ -187,17 +187,22 @@ evaluate_model_job = dg.define_asset_job(
 )
 
 
-@dg.asset_sensor(asset_key=trained_model.key, job=evaluate_model_job, default_status=dg.DefaultSensorStatus.RUNNING,
-                 description="A newly registered model version gets a partition and its evaluation run.")
-def model_version_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry):
-    mat = asset_event.asset_materialization
-    version = mat.metadata.get("model_version") if mat else None
-    if version is None:
-        return dg.SkipReason("materialization without a model_version")
-    version = str(version.value)
+@dg.sensor(job=evaluate_model_job, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Every registered version of the model (trained here or imported by URI) gets a "
+                       "partition of model_versions and one evaluation run.")
+def model_version_sensor(context: dg.SensorEvaluationContext, platform: PlatformResource):
+    s = platform.settings
+    known = set(context.instance.get_dynamic_partitions(MODEL_VERSIONS.name))
+    try:
+        versions = platform.mlflow_client().search_model_versions(f"name='{s.model.name}'")
+    except Exception as exc:  # registry not reachable or model not registered yet
+        return dg.SkipReason(f"registry not readable: {exc}")
+    new = sorted({str(v.version) for v in versions} - known, key=int)
+    if not new:
+        return dg.SkipReason("no new model version")
     return dg.SensorResult(
-        run_requests=[dg.RunRequest(run_key=f"evaluate-{version}", partition_key=version)],
-        dynamic_partitions_requests=[MODEL_VERSIONS.build_add_request([version])],
+        run_requests=[dg.RunRequest(run_key=f"evaluate-{v}", partition_key=v) for v in new],
+        dynamic_partitions_requests=[MODEL_VERSIONS.build_add_request(new)],
     )
 
 

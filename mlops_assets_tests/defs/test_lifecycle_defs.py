@@ -57,8 +57,8 @@ def test_version_goes_from_training_to_production_through_gates_and_approval(ins
 
     # the sensor that reacts to a new version: a partition and one evaluation run
     sensor = defs.resolve_sensor_def("model_version_sensor")
-    with dg.build_sensor_context(instance=instance, definitions=defs) as ctx:
-        (out,) = list(sensor(ctx))  # the daemon applies the partition request before the run request
+    with dg.build_sensor_context(instance=instance, resources=defs.resources) as ctx:
+        out = sensor(ctx)  # the daemon applies the partition request before the run request
     assert [r.partition_key for r in out.run_requests] == [version]
     assert out.dynamic_partitions_requests[0].partition_keys == [version]
 
