@@ -12,7 +12,9 @@ A daily log return is ``beta * market + idiosyncratic``; the idiosyncratic part 
 coefficient depends on the regime. Because the sign of the autocorrelation flips between regimes
 that differ in volatility, a model that sees both recent returns and realised volatility (a small
 MLP on the feature views) beats the naive momentum rule (sign of the 5-day return) on next-day
-direction, with an accuracy that looks like a market (a few points above 0.5), not a toy.
+direction, with an accuracy that looks like a market, not a toy: measured out of sample on the
+default parameters, about 0.55-0.60 for the MLP against 0.51-0.55 for momentum (see
+``mlops_assets_tests/data/test_synthetic.py``).
 
 The recursion runs one vectorised step per day across all symbols (no loop over rows); 10 million
 rows (2,000 symbols x 5,000 days) take a few seconds. The same seed gives identical data.
@@ -26,7 +28,6 @@ from datetime import date
 import numpy as np
 import polars as pl
 
-from mlops_assets.data.schema import MARKET_SCHEMA
 
 REGIMES: tuple[str, ...] = ("calm", "volatile", "trending")
 

@@ -157,7 +157,8 @@ def _conform(catalog: pl.DataFrame) -> pl.DataFrame:
     """Cast a stored catalog to the current schema (columns added later are filled with null)."""
     exprs = []
     for name, dtype in CATALOG_SCHEMA.items():
-        exprs.append(pl.col(name).cast(dtype) if name in catalog.columns else pl.lit(None, dtype=dtype).alias(name))
+        present = name in catalog.columns
+        exprs.append(pl.col(name).cast(dtype) if present else pl.lit(None, dtype=dtype).alias(name))
     return catalog.select(exprs)
 
 

@@ -220,7 +220,7 @@ def build_training_dataset(
         raise DatasetError(f"view_frames: feature name(s) {clash} are reserved for the dataset")
     schema = features_df.schema
     numeric = [c for c in feature_cols if schema[c].is_numeric()]
-    categorical = [c for c in feature_cols if schema[c] in (pl.String, pl.Categorical) or schema[c] == pl.Enum]
+    categorical = [c for c in feature_cols if isinstance(schema[c], (pl.String, pl.Categorical, pl.Enum))]
     unsupported = sorted(set(feature_cols) - set(numeric) - set(categorical))
     if unsupported:
         raise DatasetError(f"view_frames: feature(s) {unsupported} are neither numeric nor String")
@@ -231,16 +231,12 @@ def build_training_dataset(
         labelled = features_df.hstack(labels.select(LABEL, FWD_RETURN)).lazy()
     else:
         labelled = features_df.lazy().join(labels.lazy(), on=[ENTITY_KEY, TIME_KEY], how="inner")
-    data = (
-        labelled
-        .filter(pl.col(LABEL).is_not_null(), *complete)
-        .with_columns(pl.col(c).cast(pl.Float64) for c in numeric)
-        .with_columns(pl.col(c).cast(pl.String) for c in categorical)
-        .collect()
-    )
-    if data.is_empty():
-        raise DatasetError("dataset: no row has both a label and every feature; is the history longer than the warm-up?")
-    dates = data.get_column(TIME_KEY).unique().sort().to_list()
+    usable = labelled.filter(pl.col(LABEL).is_not_null(), *complete)
+    dates = usable.select(pl.col(TIME_KEY).unique().sort()).collect().get_column(TIME_KEY).to_list()
+    if not dates:
+        raise DatasetError(
+            "dataset: no row has both a label and every feature; is the history longer than the warm-up?"
+        )
     bounds = split_boundaries(dates, val_frac, test_frac, gap)
     day = pl.col(TIME_KEY)
     split = pl.lit(None, dtype=pl.String)
@@ -248,11 +244,17 @@ def build_training_dataset(
         first, last = bounds[name]
         split = pl.when(day.is_between(first, last)).then(pl.lit(name)).otherwise(split)
     label_expr = pl.col(FWD_RETURN).alias(LABEL) if label == "return" else pl.col(LABEL)
-    df = (
-        data.with_columns(split.alias(SPLIT), label_expr)
+    df = (  # one query: filter, split, cast and sort without materialising the intermediate frames
+        usable.with_columns(split.alias(SPLIT), label_expr)
         .filter(pl.col(SPLIT).is_not_null())
-        .select(ENTITY_KEY, TIME_KEY, *numeric, *categorical, LABEL, FWD_RETURN, SPLIT)
+        .select(
+            ENTITY_KEY, TIME_KEY,
+            *(pl.col(c).cast(pl.Float64) for c in numeric),
+            *(pl.col(c).cast(pl.String) for c in categorical),
+            LABEL, FWD_RETURN, SPLIT,
+        )
         .sort(TIME_KEY, ENTITY_KEY)
+        .collect()
     )
     return TrainingDataset(
         df=df,

@@ -68,7 +68,9 @@ def _same(a: pl.Expr, b: pl.Expr, numeric: bool, rtol: float, atol: float) -> pl
     return pl.when(both_null).then(True).when(one_null).then(False).otherwise(close.fill_null(False))
 
 
-def _sample_symbols(market_df: pl.DataFrame, max_symbols: int | None, rng: np.random.Generator) -> pl.DataFrame:
+def _sample_symbols(
+    market_df: pl.DataFrame, max_symbols: int | None, rng: np.random.Generator
+) -> pl.DataFrame:
     symbols = market_df.get_column(ENTITY_KEY).unique().sort()
     if max_symbols is None or symbols.len() <= max_symbols:
         return market_df
@@ -121,7 +123,8 @@ def check_point_in_time(
     n_mismatches = 0
     checked = 0
     for day in chosen:
-        truncated = compute_view(view, data.filter(pl.col(TIME_KEY) <= day)).df.filter(pl.col(TIME_KEY) == day)
+        history = data.filter(pl.col(TIME_KEY) <= day)
+        truncated = compute_view(view, history).df.filter(pl.col(TIME_KEY) == day)
         expected = full.filter(pl.col(TIME_KEY) == day)
         pair = expected.join(truncated, on=[ENTITY_KEY, TIME_KEY], how="left", suffix="__truncated")
         for f in features:

@@ -25,10 +25,11 @@ from typing import Any, Literal
 import polars as pl
 
 from mlops_assets.features.catalog import latest_versions, schema_from_catalog
-from mlops_assets.features.views import FeatureView, parse_version, table_name
+from mlops_assets.features.views import KEY_SCHEMA, FeatureView, parse_version, table_name
 
 DEFAULT_LOCK_PATH = Path(__file__).with_name("views.lock.json")
 LOCK_FORMAT = 1
+REGENERATE = "regenerate it with `mlops features lock`"
 
 ViolationKind = Literal[
     "removed", "retyped", "added", "version_decreased", "definition_changed",
@@ -116,7 +117,8 @@ def lock_entry(view: FeatureView) -> dict[str, Any]:
 
 
 def lock_content(views: Sequence[FeatureView]) -> dict[str, Any]:
-    return {"format": LOCK_FORMAT, "views": {v.name: lock_entry(v) for v in sorted(views, key=lambda v: v.name)}}
+    ordered = sorted(views, key=lambda v: v.name)
+    return {"format": LOCK_FORMAT, "views": {v.name: lock_entry(v) for v in ordered}}
 
 
 def write_lock(views: Sequence[FeatureView], path: Path | str = DEFAULT_LOCK_PATH) -> dict[str, Any]:
@@ -134,9 +136,9 @@ def read_lock(path: Path | str = DEFAULT_LOCK_PATH) -> dict[str, Any]:
     try:
         content = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise LockFileError(f"{path.name}: not valid JSON ({exc}); regenerate it with `mlops features lock`") from exc
+        raise LockFileError(f"{path.name}: not valid JSON ({exc}); {REGENERATE}") from exc
     if not isinstance(content, dict) or content.get("format") != LOCK_FORMAT or "views" not in content:
-        raise LockFileError(f"{path.name}: not a format-{LOCK_FORMAT} lock file; regenerate it with `mlops features lock`")
+        raise LockFileError(f"{path.name}: not a format-{LOCK_FORMAT} lock file; {REGENERATE}")
     return content
 
 
@@ -150,7 +152,8 @@ def check_lock(views: Sequence[FeatureView], path: Path | str = DEFAULT_LOCK_PAT
     """
     path = Path(path)
     if not path.exists():
-        return [Violation("missing_lock", "", None, f"{path.name}: no lock file; create it with `mlops features lock`")]
+        message = f"{path.name}: no lock file; create it with `mlops features lock`"
+        return [Violation("missing_lock", "", None, message)]
     locked: dict[str, Any] = read_lock(path)["views"]
     violations: list[Violation] = []
     for view in views:
@@ -200,8 +203,10 @@ def check_catalog_against_views(catalog: pl.DataFrame, views: Sequence[FeatureVi
         if view.name not in latest:
             continue
         previous_version = latest[view.name]
-        previous = {"symbol": "String", "date": "Date", **schema_from_catalog(catalog, view.name, previous_version)}
-        violations.extend(check_schema_change(previous, previous_version, view.schema(), view.version, view.name))
+        previous = {**KEY_SCHEMA, **schema_from_catalog(catalog, view.name, previous_version)}
+        violations.extend(
+            check_schema_change(previous, previous_version, view.schema(), view.version, view.name)
+        )
     return violations
 
 

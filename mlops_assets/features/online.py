@@ -74,7 +74,9 @@ def build_snapshot(view_frames: Sequence[pl.DataFrame], views: Sequence[FeatureV
         features = [c for c in frame.columns if c not in (view.entity, TIME_KEY)]
         for f in features:
             if f in seen:
-                raise OnlineSnapshotError(f"feature {f!r}: in both views {seen[f]!r} and {view.name!r}; rename one")
+                raise OnlineSnapshotError(
+                    f"feature {f!r}: in both views {seen[f]!r} and {view.name!r}; rename one"
+                )
             seen[f] = view.name
         date_col = f"__date_{i}"
         date_columns.append(date_col)

@@ -143,15 +143,16 @@ def feature_correlations(
 ) -> pl.DataFrame:
     """Correlation matrix of the numeric ``features`` over rows where all are finite.
 
-    Wide: a ``feature`` column, then one Float64 column per feature. Above ``max_rows`` complete
-    rows, a seeded random sample of that size is used.
+    Wide: a ``feature`` column, then one Float64 column per feature. A frame of more than
+    ``max_rows`` rows is first sampled (seeded, uniform, without replacement) to that many rows.
     """
     _check(df, features)
     numeric = [f for f in features if df.schema[f].is_numeric()]
-    complete = df.lazy().select([_valid(f).cast(pl.Float64).alias(f) for f in numeric]).drop_nulls().collect()
-    if max_rows is not None and complete.height > max_rows:
-        rows = np.sort(np.random.default_rng(seed).choice(complete.height, size=max_rows, replace=False))
-        complete = complete[rows]
+    source = df.select(numeric)
+    if max_rows is not None and source.height > max_rows:
+        rows = np.sort(np.random.default_rng(seed).choice(source.height, size=max_rows, replace=False))
+        source = source[rows]
+    complete = source.select([_valid(f).cast(pl.Float64).alias(f) for f in numeric]).drop_nulls()
     if method == "spearman":
         complete = complete.select([pl.col(f).rank("average") for f in numeric])
     elif method != "pearson":
@@ -199,7 +200,8 @@ def histogram_png(stats: pl.DataFrame, feature: str) -> bytes:
     """A small PNG histogram of one feature, from the ``histogram`` column of the statistics."""
     row = stats.filter(pl.col("feature") == feature)
     if row.is_empty():
-        raise StatisticsError(f"feature: {feature!r} not in the statistics; it has {stats['feature'].to_list()}")
+        known = stats["feature"].to_list()
+        raise StatisticsError(f"feature: {feature!r} not in the statistics; it has {known}")
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(3.2, 2.2))
     _draw_histogram(ax, row.row(0, named=True), feature)
