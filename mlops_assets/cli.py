@@ -25,10 +25,8 @@ from mlops_assets.settings import PROJECT_ROOT, Settings, SettingsError, get_set
 app = typer.Typer(help="MLOps platform command line.", no_args_is_help=True, pretty_exceptions_enable=False)
 features_app = typer.Typer(help="Feature view schemas: the check that runs before merge.", no_args_is_help=True)
 audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
-prompts_app = typer.Typer(help="The prompt library and its approval workflow.", no_args_is_help=True)
 app.add_typer(features_app, name="features")
 app.add_typer(audit_app, name="audit")
-app.add_typer(prompts_app, name="prompts")
 
 By = Annotated[str | None, typer.Option("--by", help="who decides (default: MLOPS_USER, then the login name)")]
 
@@ -342,6 +340,14 @@ def import_model(source_uri: Annotated[str, typer.Argument(help="runs:/<id>/mode
                                        challenger_alias=s.model.challenger_alias)
     typer.echo(f"registered {s.model.name} v{registered.version} from {source_uri}; the evaluation runs when the "
                f"Dagster daemon's model_version_sensor sees it")
+
+
+# commands that live in their own modules (they look up handles_errors/settings/actor here at run time)
+from mlops_assets.cli_prompts import audit_export, audit_verify_bundle, prompts_app  # noqa: E402
+
+app.add_typer(prompts_app, name="prompts")
+audit_app.command("export")(audit_export)
+audit_app.command("verify-bundle")(audit_verify_bundle)
 
 
 if __name__ == "__main__":  # `python -m mlops_assets.cli ...`

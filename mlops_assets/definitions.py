@@ -5,7 +5,7 @@ Loaded by ``workspace.yaml`` (``dagster dev``) and by ``dagster job execute -m m
 
 import dagster as dg
 
-from mlops_assets.defs import evaluation, features, ingestion, models, monitoring
+from mlops_assets.defs import evaluation, features, ingestion, models, monitoring, platform, prompts
 from mlops_assets.defs.resources import build_resources
 from mlops_assets.settings import get_settings
 
@@ -30,6 +30,8 @@ def build_defs() -> dg.Definitions:
         models.build_defs(settings),
         evaluation.defs,
         monitoring.defs,
+        prompts.defs,
+        platform.defs,
         dg.Definitions(jobs=[demo_job], resources=build_resources(settings)),
     )
 

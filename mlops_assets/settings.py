@@ -126,6 +126,7 @@ class Settings(_Section):
     tracking_uri: str | None = None
     mlflow_ui_url: str = "http://127.0.0.1:5000"
     governance_url: str | None = None
+    prompts_dir: Path = Path("prompts")  # the prompt library (one YAML file per template)
     data: DataSettings = Field(default_factory=DataSettings)
     features: FeatureSettings = Field(default_factory=FeatureSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
@@ -134,7 +135,7 @@ class Settings(_Section):
     serving: ServingSettings = Field(default_factory=ServingSettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)
 
-    @field_validator("home")
+    @field_validator("home", "prompts_dir")
     @classmethod
     def _absolute_home(cls, v: Path) -> Path:
         return _resolve(v)

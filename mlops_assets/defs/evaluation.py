@@ -24,27 +24,6 @@ TRAINING_DATASET = dg.AssetKey("training_dataset")
 NON_FEATURES = {"label", "fwd_return"}
 
 
-def _policy_and_config(settings):
-    from mlops_assets.evaluation.compliance import CompliancePolicy
-    from mlops_assets.evaluation.report import EvaluationConfig
-
-    e = settings.evaluation
-    policy = CompliancePolicy(
-        primary_metric={"binary": settings.model.gate_metric, "multiclass": "f1_macro", "regression": "rmse"},
-        metric_margin=e.metric_margin_over_baseline,
-        max_drawdown=e.max_drawdown_limit,
-        fairness_limits={"demographic_parity_difference": e.fairness_dp_limit,
-                         "equalized_odds_difference": e.fairness_eo_limit},
-        max_drift_share=e.candidate_drift_limit,
-    )
-    config = EvaluationConfig(
-        segment_col=e.fairness_attribute, cost_bps=e.cost_bps, stress_windows=e.stress_windows,
-        stress_window_days=e.stress_window_days, scenarios=e.scenarios, shap_max_rows=e.shap_sample,
-        horizon=settings.features.horizon_days,
-    )
-    return policy, config
-
-
 def candidate_drift_share(train: pl.DataFrame, dataset: pl.DataFrame, features: list[str], window_days: int,
                           threshold: float) -> float:
     """Share of the candidate's features drifted between its training window and the latest window."""
@@ -78,6 +57,7 @@ def candidate_drift_share(train: pl.DataFrame, dataset: pl.DataFrame, features: 
 def model_evaluation(context: dg.AssetExecutionContext, platform: PlatformResource, dataset: pl.DataFrame):
     import mlflow
 
+    from mlops_assets.evaluation.configured import compliance_policy, evaluation_config
     from mlops_assets.evaluation.report import evaluate_version
     from mlops_assets.models.registry import model_uri
     from mlops_assets.models.wrapper import load_wrapper
@@ -104,7 +84,7 @@ def model_evaluation(context: dg.AssetExecutionContext, platform: PlatformResour
     test = dataset.filter(pl.col("split") == "test")
     drift_share = candidate_drift_share(train, dataset, features, s.monitoring.drift_window_days,
                                         s.monitoring.drift_share_threshold)
-    policy, config = _policy_and_config(s)
+    policy, config = compliance_policy(s), evaluation_config(s)
     out_dir = s.reports_dir / "evaluation" / name / version
     report = evaluate_version(task_type, test, features, _predict_fn(candidate), champion_fn, train, policy,
                               drift_share, out_dir, config=config, model_version=version)

@@ -8,15 +8,16 @@ time, its pid and a sequence number, so several workers never write the same nam
 may take every closed segment at any time.
 
 One row per served instance (a batch request gives one row per instance, ``row`` numbers them):
-``SEGMENT_SCHEMA`` below, plus ``features_json`` (the exact feature values fed to the model, as a
-JSON object). :func:`read_closed_segments` decodes it into one Float64 column per feature (a
-name that clashes with a log column gets the ``feature_`` prefix) and adds the ``segment`` name,
-so an ingesting asset can remember which segments it already took.
+``SEGMENT_SCHEMA`` below, where ``feature_names``/``feature_values`` are the exact values fed to
+the model, in the model's feature order (a missing value, imputed by the model, is null).
+:func:`read_closed_segments` turns them into one Float64 column per feature (a name that clashes
+with a log column gets the ``feature_`` prefix) and adds the ``segment`` name, so an ingesting
+asset can remember which segments it already took.
 """
 
 from __future__ import annotations
 
-import json
+import math
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -27,7 +28,8 @@ import polars as pl
 SEGMENT_PREFIX = "pred-"
 SEGMENT_SUFFIX = ".parquet"
 TMP_SUFFIX = ".tmp"
-FEATURES_COLUMN = "features_json"
+NAMES_COLUMN = "feature_names"
+VALUES_COLUMN = "feature_values"
 SEGMENT_COLUMN = "segment"
 FEATURE_PREFIX = "feature_"
 
@@ -44,7 +46,8 @@ SEGMENT_SCHEMA: dict[str, pl.DataType] = {
     "prediction": pl.Float64(),
     "probability": pl.Float64(),
     "latency_ms": pl.Float64(),
-    FEATURES_COLUMN: pl.String(),
+    NAMES_COLUMN: pl.List(pl.String()),
+    VALUES_COLUMN: pl.List(pl.Float64()),
 }
 
 
@@ -83,33 +86,39 @@ def list_closed_segments(log_dir: str | Path) -> list[Path]:
 
 
 def _empty_frame() -> pl.DataFrame:
-    schema = {c: t for c, t in SEGMENT_SCHEMA.items() if c != FEATURES_COLUMN}
+    schema = {c: t for c, t in SEGMENT_SCHEMA.items() if c not in (NAMES_COLUMN, VALUES_COLUMN)}
     return pl.DataFrame(schema={**schema, SEGMENT_COLUMN: pl.String()})
 
 
 def expand_features(frame: pl.DataFrame) -> pl.DataFrame:
-    """Replace ``features_json`` by one Float64 column per feature (clashing names get a prefix)."""
-    if FEATURES_COLUMN not in frame.columns:
+    """Replace the name/value lists by one Float64 column per feature (clashing names get a prefix).
+
+    Rows of models with other feature lists get nulls in the columns they do not have.
+    """
+    if NAMES_COLUMN not in frame.columns:
         return frame
     if frame.height == 0:
-        return frame.drop(FEATURES_COLUMN)
-    decoded = frame.get_column(FEATURES_COLUMN).str.json_decode(infer_schema_length=None)
-    if not isinstance(decoded.dtype, pl.Struct):
-        raise ServedLogError(f"{FEATURES_COLUMN} must hold JSON objects, found {decoded.dtype}")
-    names = [f.name for f in decoded.dtype.fields]
+        return frame.drop(NAMES_COLUMN, VALUES_COLUMN)
+    key = "__feature_key"
+    parts = []
     taken = set(frame.columns)
-    fields = [decoded.struct.field(n).cast(pl.Float64, strict=False)
-              .alias(f"{FEATURE_PREFIX}{n}" if n in taken else n) for n in names]
-    return frame.drop(FEATURES_COLUMN).with_columns(fields)
+    for part in frame.with_columns(pl.col(NAMES_COLUMN).list.join("\x1f").alias(key)).partition_by(key):
+        names = part[NAMES_COLUMN][0].to_list()
+        values = pl.col(VALUES_COLUMN)
+        parts.append(part.with_columns(
+            values.list.get(i).fill_nan(None).alias(f"{FEATURE_PREFIX}{n}" if n in taken else n)
+            for i, n in enumerate(names)
+        ).drop(NAMES_COLUMN, VALUES_COLUMN, key))
+    return pl.concat(parts, how="diagonal_relaxed").sort("ts", "request_id", "row")
 
 
 def read_closed_segments(log_dir: str | Path, exclude: Iterable[str] = (), *,
                          features: bool = True) -> pl.DataFrame:
     """Every closed segment in ``log_dir`` not named in ``exclude``, as one frame.
 
-    Columns: ``SEGMENT_SCHEMA`` (``features_json`` expanded into one column per feature unless
-    ``features=False``) plus ``segment`` (the file name). An empty or missing directory gives an
-    empty frame with the log columns.
+    Columns: ``SEGMENT_SCHEMA`` (the feature lists expanded into one column per feature unless
+    ``features=False``) plus ``segment`` (the file name), ordered by time. An empty or missing
+    directory gives an empty frame with the log columns.
     """
     skip = set(exclude)
     paths = [p for p in list_closed_segments(log_dir) if p.name not in skip]
@@ -120,7 +129,8 @@ def read_closed_segments(log_dir: str | Path, exclude: Iterable[str] = (), *,
         try:
             frame = pl.read_parquet(path)
         except Exception as exc:  # a foreign or damaged file: name it
-            raise ServedLogError(f"{path}: not a readable prediction-log segment ({exc}); move it away") from exc
+            raise ServedLogError(f"{path}: not a readable prediction-log segment ({exc}); move it away") \
+                from exc
         frames.append(frame.cast({c: t for c, t in SEGMENT_SCHEMA.items() if c in frame.columns})
                       .with_columns(pl.lit(path.name).alias(SEGMENT_COLUMN)))
     combined = pl.concat(frames, how="diagonal_relaxed")
@@ -138,5 +148,6 @@ def find_prediction(log_dir: str | Path, request_id: str, row: int = 0) -> dict[
     if found.height == 0:
         return None
     record = found.row(0, named=True)
-    record["features"] = json.loads(record.pop(FEATURES_COLUMN) or "{}")
+    names, values = record.pop(NAMES_COLUMN) or [], record.pop(VALUES_COLUMN) or []
+    record["features"] = {n: (None if v is None or math.isnan(v) else v) for n, v in zip(names, values)}
     return record

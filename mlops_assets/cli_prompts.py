@@ -1,0 +1,213 @@
+"""``mlops prompts ...`` (the prompt library and its review workflow) and ``mlops audit export``.
+
+Mounted by ``mlops_assets.cli``::
+
+    from mlops_assets.cli_prompts import audit_export, audit_verify_bundle, prompts_app
+    app.add_typer(prompts_app, name="prompts")
+    audit_app.command("export")(audit_export)
+    audit_app.command("verify-bundle")(audit_verify_bundle)
+
+Approve, reject and roll back stay the generic ``mlops approve|reject|rollback prompt ...``
+commands. The helpers of ``mlops_assets.cli`` (``handles_errors``, ``settings``, ``actor``) are
+looked up when a command runs, so this module can be imported before or after ``cli`` finishes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+prompts_app = typer.Typer(help="The prompt library and its approval workflow.", no_args_is_help=True)
+
+By = Annotated[str | None, typer.Option("--by", help="who acts (default: MLOPS_USER, then the login name)")]
+Offline = Annotated[bool, typer.Option("--offline", help="static and offline checks only, no LLM calls")]
+LibraryDir = Annotated[Path | None, typer.Option("--dir", help="the library (default: setting prompts_dir)")]
+
+
+def _cli() -> Any:
+    from mlops_assets import cli
+
+    return cli
+
+
+def handles_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``mlops_assets.cli.handles_errors``, resolved at call time (one readable line, exit code 1)."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return _cli().handles_errors(fn)(*args, **kwargs)
+
+    return wrapper
+
+
+def _llm_client(offline: bool) -> Any:
+    """An OpenAI client when ``OPENAI_API_KEY`` is set and ``--offline`` is not given."""
+    import os
+
+    from mlops_assets.governance.chat import ENV_API_KEY, client_from_env
+
+    if offline or not os.environ.get(ENV_API_KEY, "").strip():
+        return None
+    return client_from_env()
+
+
+def _echo_checks(checks: list[Any]) -> None:
+    for c in checks:
+        mark = "ok  " if c.passed else ("FAIL" if c.blocking else "warn")
+        color = None if c.passed else (typer.colors.RED if c.blocking else typer.colors.YELLOW)
+        typer.secho(f"  {mark} {c.name:<24} {c.message}", fg=color)
+
+
+@prompts_app.command("check")
+@handles_errors
+def check(directory: LibraryDir = None) -> None:
+    """The pre-merge gate: schema, static and offline checks of every template file (exit 1 on errors)."""
+    from mlops_assets.governance.evaluators import check_library
+
+    cli = _cli()
+    directory = directory or cli.settings().prompts_dir
+    problems = check_library(directory)
+    for p in problems:
+        typer.secho(f"  {p}", fg=typer.colors.RED if p.severity == "error" else typer.colors.YELLOW, err=True)
+    errors = [p for p in problems if p.severity == "error"]
+    if errors:
+        cli._fail(f"{len(errors)} error(s) in the prompt library {directory}; fix them before merging")
+    from mlops_assets.governance.prompts import template_files
+
+    typer.echo(f"ok: {len(template_files(directory))} template(s) pass the static and offline checks"
+               + (f" ({len(problems)} warning(s))" if problems else ""))
+
+
+@prompts_app.command("list")
+@handles_errors
+def list_templates() -> None:
+    """Templates in the library: id, version, owner, risk level, review state."""
+    from mlops_assets import stores
+    from mlops_assets.governance.prompt_records import find_template, scan_library
+
+    s = _cli().settings()
+    scan = scan_library(s.prompts_dir)
+    store = stores.governance_store(s)
+    for template_id in sorted(scan.hashes):
+        t = find_template(s.prompts_dir, template_id)
+        state = store.state("prompt", t.id, t.version)
+        state_text = state.value if state else "-"
+        typer.echo(f"{t.id:<28} {t.version:<10} {t.risk_level:<7} {t.owner:<28} {state_text}")
+    for problem in scan.problems:
+        typer.secho(f"  unreadable: {problem}", fg=typer.colors.RED, err=True)
+
+
+@prompts_app.command("submit")
+@handles_errors
+def submit(template_id: str,
+           version: Annotated[str | None, typer.Argument(help="default: the file's version")] = None,
+           comment: Annotated[str, typer.Option(help="note for the reviewer")] = "", by: By = None,
+           offline: Offline = False) -> None:
+    """Submit the library's version of a template for review (registers it in MLflow and evaluates it)."""
+    from mlops_assets.governance.workflow import current_template, submit_prompt
+
+    cli = _cli()
+    s = cli.settings()
+    version = version or current_template(s, template_id).version
+    result = submit_prompt(s, template_id, version, actor=cli.actor(by), comment=comment or None,
+                           llm_client=_llm_client(offline))
+    cli.echo_json(result.to_dict())
+
+
+@prompts_app.command("evaluate")
+@handles_errors
+def evaluate(template_id: str, by: By = None, offline: Offline = False) -> None:
+    """Evaluate the library's version of a template; exit 1 when a blocking check fails."""
+    from mlops_assets.governance.workflow import current_template, evaluate_prompt
+
+    cli = _cli()
+    s = cli.settings()
+    template = current_template(s, template_id)
+    result = evaluate_prompt(s, template, _llm_client(offline), actor=cli.actor(by))
+    typer.echo(f"{template.name} ({template.risk_level} risk) content {result.content_hash[:12]} "
+               f"MLflow run {result.mlflow_run_id}")
+    _echo_checks(result.checks)
+    if not result.passed:
+        cli._fail(f"{len(result.blocking_failures)} blocking check(s) failed: "
+                  + ", ".join(c.name for c in result.blocking_failures))
+    typer.echo("passed" + ("" if result.cases else " (offline: no model checks)"))
+
+
+@prompts_app.command("diff")
+@handles_errors
+def diff(template_id: str, v1: str, v2: str) -> None:
+    """What changed from V1 to V2 (template text, then every other field)."""
+    from mlops_assets.governance.workflow import diff_prompt
+
+    typer.echo(diff_prompt(_cli().settings(), template_id, v1, v2), nl=False)
+
+
+@prompts_app.command("status")
+@handles_errors
+def status(as_json: Annotated[bool, typer.Option("--json", help="machine-readable")] = False) -> None:
+    """Every template version: review state, production, content changes, last evaluation."""
+    from mlops_assets.governance.workflow import prompt_status
+
+    rows = prompt_status(_cli().settings())
+    if as_json:
+        _cli().echo_json(rows)
+        return
+    for r in rows:
+        ev = r["last_evaluation"]
+        verdict = "-" if ev is None else (
+            "passed" if ev["passed"] else "FAILED " + ",".join(ev["blocking_failures"]))
+        flags = ("  PRODUCTION" if r["production"] else "") + (
+            "  file changed since submission" if r["content_changed_since_submission"] else "")
+        state = r["state"] or "-"
+        typer.echo(f"{r['template_id']:<28} {r['version']:<10} {state:<10} evaluation={verdict}{flags}")
+
+
+@prompts_app.command("promote")
+@handles_errors
+def promote(template_id: str, version: str, reason: Annotated[str, typer.Option(help="note")] = "",
+            by: By = None) -> None:
+    """Move production to an APPROVED version (the retry when an approval could not move it)."""
+    from mlops_assets.governance.workflow import promote_prompt
+
+    cli = _cli()
+    d = promote_prompt(cli.settings(), template_id, version, actor=cli.actor(by), reason=reason or None)
+    typer.echo(f"{template_id}: production -> {d.version} (MLflow version {d.mlflow_version}, was "
+               f"{d.previous_version or 'none'})")
+
+
+@handles_errors
+def audit_export(out: Annotated[Path, typer.Option("--out", help="directory to write the bundle into")],
+                 by: By = None) -> None:
+    """Write the audit evidence bundle (folder + .zip) for an auditor, verify it, and record the export."""
+    from mlops_assets.governance.export import export_bundle, verify_bundle
+
+    cli = _cli()
+    root = export_bundle(cli.settings(), out, actor=cli.actor(by))
+    ok, problems = verify_bundle(root.with_suffix(".zip"))
+    if not ok:
+        cli._fail(f"the bundle {root} does not verify: {'; '.join(problems)}")
+    manifest = json.loads((root / "manifest.json").read_text())
+    head = (manifest["audit_head"] or {}).get("seq")
+    typer.echo(f"wrote {root} and {root.with_suffix('.zip').name}: {len(manifest['files'])} files, "
+               f"audit head {head}, verified")
+    if not manifest["audit_verified_at_export"]:
+        typer.secho("warning: the audit log itself did not verify; see audit/verification.json",
+                    fg=typer.colors.YELLOW, err=True)
+
+
+@handles_errors
+def audit_verify_bundle(path: Annotated[Path, typer.Argument(help="bundle folder or .zip")]) -> None:
+    """Check an exported bundle: every file against the manifest and the audit log's hash chain."""
+    from mlops_assets.governance.export import verify_bundle
+
+    ok, problems = verify_bundle(path)
+    if not ok:
+        for problem in problems:
+            typer.secho(f"  {problem}", fg=typer.colors.RED, err=True)
+        _cli()._fail(f"{path}: {len(problems)} problem(s); the bundle was changed after export")
+    typer.echo(f"ok: {path} matches its manifest and its audit chain")

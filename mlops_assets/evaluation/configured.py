@@ -1,0 +1,33 @@
+"""The compliance policy and evaluation knobs as the settings configure them (one place for the
+evaluation assets and the audit export)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mlops_assets.evaluation.compliance import CompliancePolicy
+from mlops_assets.evaluation.report import EvaluationConfig
+
+if TYPE_CHECKING:
+    from mlops_assets.settings import Settings
+
+
+def compliance_policy(settings: Settings) -> CompliancePolicy:
+    e = settings.evaluation
+    return CompliancePolicy(
+        primary_metric={"binary": settings.model.gate_metric, "multiclass": "f1_macro", "regression": "rmse"},
+        metric_margin=e.metric_margin_over_baseline,
+        max_drawdown=e.max_drawdown_limit,
+        fairness_limits={"demographic_parity_difference": e.fairness_dp_limit,
+                         "equalized_odds_difference": e.fairness_eo_limit},
+        max_drift_share=e.candidate_drift_limit,
+    )
+
+
+def evaluation_config(settings: Settings) -> EvaluationConfig:
+    e = settings.evaluation
+    return EvaluationConfig(
+        segment_col=e.fairness_attribute, cost_bps=e.cost_bps, stress_windows=e.stress_windows,
+        stress_window_days=e.stress_window_days, scenarios=e.scenarios, shap_max_rows=e.shap_sample,
+        horizon=settings.features.horizon_days,
+    )

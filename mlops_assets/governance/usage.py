@@ -1,0 +1,277 @@
+"""The LLM usage log: one row per ``/invoke`` call, append-only Parquet segments, and its summary.
+
+The serving app builds a :class:`UsageRecord` per call (:meth:`UsageRecord.from_answer` takes the
+LLM wrapper's answer dict; :meth:`UsageRecord.failure` a call that raised) and hands it to
+:meth:`UsageLogger.log`: a ``deque`` append, O(1) and thread-safe, nothing else on the request
+path. :meth:`UsageLogger.flush` (called by the background thread from :meth:`UsageLogger.start`,
+by ``log`` when ``flush_rows`` are waiting and no thread runs, and by :meth:`UsageLogger.close`)
+writes what is queued as one *closed* segment: a hidden temporary file, fsync, then a rename to
+``usage-<process start>-<pid>-<seq>.parquet``, so readers only ever see complete files and
+several workers can share the directory (``settings.serving_log_dir / "llm"``).
+
+:func:`read_usage` reads every closed segment; :func:`summarise_usage` gives per template and
+version: calls, success rate, latency p50/p95/p99, tokens in/out and how many answers were flagged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import polars as pl
+
+log = logging.getLogger(__name__)
+
+USAGE_SUBDIR = "llm"
+SEGMENT_PREFIX = "usage-"
+SEGMENT_SUFFIX = ".parquet"
+STATUS_OK, STATUS_BLOCKED, STATUS_ERROR = "ok", "blocked", "error"
+
+USAGE_SCHEMA: dict[str, pl.DataType] = {
+    "ts": pl.Datetime("us", "UTC"),
+    "request_id": pl.String(),
+    "template_id": pl.String(),
+    "template_version": pl.String(),
+    "prompt_mlflow_version": pl.Int64(),
+    "model": pl.String(),
+    "status": pl.String(),           # ok | blocked (flagged and withheld) | error
+    "http_status": pl.Int32(),
+    "latency_ms": pl.Float64(),      # the whole call as the client saw it
+    "llm_latency_ms": pl.Float64(),  # the model round trip only
+    "prompt_tokens": pl.Int64(),
+    "completion_tokens": pl.Int64(),
+    "flags": pl.List(pl.String()),   # moderation / groundedness flags of the answer
+    "error": pl.String(),
+}
+
+SUMMARY_SCHEMA: dict[str, pl.DataType] = {
+    "template_id": pl.String(), "template_version": pl.String(), "calls": pl.Int64(), "succeeded": pl.Int64(),
+    "success_rate": pl.Float64(), "blocked": pl.Int64(), "errors": pl.Int64(), "flagged": pl.Int64(),
+    "latency_p50_ms": pl.Float64(), "latency_p95_ms": pl.Float64(), "latency_p99_ms": pl.Float64(),
+    "tokens_in": pl.Int64(), "tokens_out": pl.Int64(), "first_call": pl.Datetime("us", "UTC"),
+    "last_call": pl.Datetime("us", "UTC"),
+}
+
+
+class UsageLogError(ValueError):
+    """A usage record or segment is invalid; the message names the field or file."""
+
+
+def usage_log_dir(serving_log_dir: str | Path) -> Path:
+    """Where the LLM usage segments live: ``<serving log dir>/llm``."""
+    return Path(serving_log_dir) / USAGE_SUBDIR
+
+
+class UsageRecord(NamedTuple):
+    """One ``/invoke`` call (a NamedTuple: cheap to build on the request path)."""
+
+    ts: float
+    request_id: str | None
+    template_id: str
+    template_version: str | None
+    prompt_mlflow_version: int | None
+    model: str | None
+    status: str
+    http_status: int
+    latency_ms: float
+    llm_latency_ms: float | None
+    prompt_tokens: int
+    completion_tokens: int
+    flags: tuple[str, ...]
+    error: str | None = None
+
+    @classmethod
+    def from_answer(cls, answer: Mapping[str, Any], *, latency_ms: float | None = None,
+                    request_id: str | None = None, http_status: int = 200) -> UsageRecord:
+        """From the dict ``LangGraphWrapper.predict`` returns (``blocked`` answers count as not ok)."""
+        usage = answer.get("usage") or {}
+        return cls(
+            ts=time.time(), request_id=request_id or answer.get("request_id"),
+            template_id=str(answer.get("prompt_id") or ""), template_version=answer.get("prompt_version"),
+            prompt_mlflow_version=answer.get("prompt_mlflow_version"), model=answer.get("model"),
+            status=STATUS_BLOCKED if answer.get("blocked") else STATUS_OK, http_status=int(http_status),
+            latency_ms=float(latency_ms if latency_ms is not None else answer.get("latency_ms") or 0.0),
+            llm_latency_ms=answer.get("llm_latency_ms"),
+            prompt_tokens=int(usage.get("prompt_tokens", 0) or 0),
+            completion_tokens=int(usage.get("completion_tokens", 0) or 0),
+            flags=tuple(str(f) for f in answer.get("flags") or ()),
+        )
+
+    @classmethod
+    def failure(cls, template_id: str, *, latency_ms: float, http_status: int, error: str,
+                template_version: str | None = None, prompt_mlflow_version: int | None = None,
+                request_id: str | None = None, model: str | None = None) -> UsageRecord:
+        """A call that produced no answer (provider error, bad request, missing features)."""
+        return cls(time.time(), request_id, template_id, template_version, prompt_mlflow_version, model,
+                   STATUS_ERROR, int(http_status), float(latency_ms), None, 0, 0, (), error[:500])
+
+
+def records_to_frame(records: list[UsageRecord]) -> pl.DataFrame:
+    """Records as a frame with :data:`USAGE_SCHEMA`."""
+    cols: dict[str, list[Any]] = {name: [] for name in USAGE_SCHEMA}
+    for rec in records:
+        for name, value in zip(UsageRecord._fields, rec):
+            if name == "ts":
+                value = datetime.fromtimestamp(value, tz=timezone.utc)
+            elif name == "flags":
+                value = list(value)
+            cols[name].append(value)
+    return pl.DataFrame(cols, schema=USAGE_SCHEMA)
+
+
+def write_segment(frame: pl.DataFrame, log_dir: str | Path, name: str) -> Path:
+    """Write ``frame`` as the closed segment ``name``: hidden temp file, fsync, rename."""
+    missing = [c for c in USAGE_SCHEMA if c not in frame.columns]
+    if missing:
+        raise UsageLogError(f"usage segment {name}: columns {missing} are missing")
+    out_dir = Path(log_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / f".{name}.tmp"
+    frame.select(list(USAGE_SCHEMA)).cast(USAGE_SCHEMA).write_parquet(tmp, compression="zstd")
+    with open(tmp, "rb") as handle:
+        os.fsync(handle.fileno())
+    final = out_dir / name
+    os.replace(tmp, final)
+    return final
+
+
+class UsageLogger:
+    """Buffered, append-only usage log for one worker process (thread-safe)."""
+
+    def __init__(self, log_dir: str | Path, flush_rows: int = 1000, flush_seconds: float = 5.0) -> None:
+        if flush_rows < 1 or flush_seconds <= 0:
+            raise UsageLogError("flush_rows must be >= 1 and flush_seconds > 0")
+        self.log_dir = Path(log_dir)
+        self.flush_rows, self.flush_seconds = int(flush_rows), float(flush_seconds)
+        self._token = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"{int(time.time() * 1000) % 1000:03d}"
+        self._seq = 0
+        self._queue: deque[UsageRecord] = deque()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.rows_written = 0
+        self.rows_dropped = 0
+
+    def log(self, record: UsageRecord) -> None:
+        """Queue one record (O(1)); flush when ``flush_rows`` are waiting."""
+        self._queue.append(record)
+        if len(self._queue) >= self.flush_rows:
+            if self._thread is not None:
+                self._wake.set()
+            else:
+                self.flush()
+
+    def flush(self) -> Path | None:
+        """Write everything queued as one closed segment; returns its path (None when nothing was queued)."""
+        with self._lock:
+            n = len(self._queue)
+            if n == 0:
+                return None
+            records = [self._queue.popleft() for _ in range(n)]
+            try:
+                self._seq += 1
+                name = f"{SEGMENT_PREFIX}{self._token}-{os.getpid()}-{self._seq:06d}{SEGMENT_SUFFIX}"
+                path = write_segment(records_to_frame(records), self.log_dir, name)
+            except Exception:
+                self.rows_dropped += n
+                raise
+            self.rows_written += n
+            return path
+
+    def start(self) -> UsageLogger:
+        """Flush every ``flush_seconds`` in a daemon thread (serving calls this at start-up)."""
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="llm-usage-log", daemon=True)
+            self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.flush_seconds)
+            self._wake.clear()
+            try:
+                self.flush()
+            except Exception:  # never let the flusher die; the rows are counted as dropped
+                log.exception("LLM usage log flush failed")
+
+    def close(self) -> None:
+        """Stop the thread and write what is left (serving calls this at shutdown)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+        try:
+            self.flush()
+        except Exception:
+            log.exception("final LLM usage log flush failed")
+
+    def __enter__(self) -> UsageLogger:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def list_segments(log_dir: str | Path) -> list[Path]:
+    """Closed usage segments, oldest name first (temporary files are never listed)."""
+    directory = Path(log_dir)
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir()
+                  if p.is_file() and p.name.startswith(SEGMENT_PREFIX) and p.name.endswith(SEGMENT_SUFFIX))
+
+
+def read_usage(log_dir: str | Path) -> pl.DataFrame:
+    """Every closed segment in ``log_dir`` as one frame (:data:`USAGE_SCHEMA`); empty when there is none."""
+    paths = list_segments(log_dir)
+    if not paths:
+        return pl.DataFrame(schema=USAGE_SCHEMA)
+    frames = []
+    for path in paths:
+        try:
+            frames.append(pl.read_parquet(path).select(list(USAGE_SCHEMA)).cast(USAGE_SCHEMA))
+        except (pl.exceptions.PolarsError, OSError) as exc:
+            raise UsageLogError(f"{path}: not a readable usage segment ({exc}); move it aside") from exc
+    return pl.concat(frames, how="vertical")
+
+
+def summarise_usage(df: pl.DataFrame) -> pl.DataFrame:
+    """Per template and version: calls, success rate, latency percentiles, tokens, flagged answers.
+
+    Percentiles are linear-interpolated (numpy's default); a call is a success when its status is
+    ``ok``; ``flagged`` counts answers with at least one flag (blocked or not).
+    """
+    if df.is_empty():
+        return pl.DataFrame(schema=SUMMARY_SCHEMA)
+    latency = pl.col("latency_ms")
+    return (
+        df.group_by("template_id", "template_version")
+        .agg(
+            pl.len().cast(pl.Int64).alias("calls"),
+            (pl.col("status") == STATUS_OK).sum().cast(pl.Int64).alias("succeeded"),
+            (pl.col("status") == STATUS_BLOCKED).sum().cast(pl.Int64).alias("blocked"),
+            (pl.col("status") == STATUS_ERROR).sum().cast(pl.Int64).alias("errors"),
+            (pl.col("flags").list.len() > 0).sum().cast(pl.Int64).alias("flagged"),
+            latency.quantile(0.50, "linear").alias("latency_p50_ms"),
+            latency.quantile(0.95, "linear").alias("latency_p95_ms"),
+            latency.quantile(0.99, "linear").alias("latency_p99_ms"),
+            pl.col("prompt_tokens").sum().cast(pl.Int64).alias("tokens_in"),
+            pl.col("completion_tokens").sum().cast(pl.Int64).alias("tokens_out"),
+            pl.col("ts").min().alias("first_call"),
+            pl.col("ts").max().alias("last_call"),
+        )
+        .with_columns((pl.col("succeeded") / pl.col("calls")).alias("success_rate"))
+        .select(list(SUMMARY_SCHEMA))
+        .cast(SUMMARY_SCHEMA)
+        .sort("template_id", "template_version", nulls_last=True)
+    )
