@@ -145,3 +145,45 @@ def test_drift_requests_one_retraining_run_per_episode(instance, small_home: Pat
     assert len(runs) == 1
     runs, cursor = tick(cursor)
     assert runs == []
+
+
+def _market_with_injected_drift(path: Path, days: int = 80) -> Path:
+    """Synthetic market whose last ``days`` days move four times as violently (a volatility shock)."""
+    import polars as pl
+
+    from mlops_assets.data.synthetic import generate_market_data
+
+    df = generate_market_data(n_symbols=12, n_days=420, seed=7)
+    last = df["date"].unique().sort()[-days]
+    ret = (pl.col("close") / pl.col("close").shift(1) - 1).over("symbol").fill_null(0.0)
+    shocked = pl.when(pl.col("date") >= last).then(1 + 4 * ret).otherwise(1 + ret)
+    df = df.with_columns((pl.col("close").first().over("symbol") * shocked.cum_prod().over("symbol")).alias("new"))
+    scale = pl.col("new") / pl.col("close")
+    df = df.with_columns([(pl.col(c) * scale).alias(c) for c in ("open", "high", "low", "close")]).drop("new")
+    df.write_parquet(path)
+    return path
+
+
+def test_injected_drift_starts_one_retraining_run(instance, small_home: Path, monkeypatch) -> None:
+    from mlops_assets.defs.monitoring import drift_sensor
+    from mlops_assets.settings import get_settings
+
+    monkeypatch.setenv("DATA_LOADER_TYPE", "local")
+    monkeypatch.setenv("DATA_SOURCE_PATH", str(_market_with_injected_drift(small_home.parent / "shocked.parquet")))
+    get_settings.cache_clear()
+    defs = build(small_home)
+    selection = dg.AssetSelection.groups("ingestion", "features", "monitoring")
+    result = dg.materialize([*defs.assets, *(defs.asset_checks or [])], resources=defs.resources,
+                            selection=selection, instance=instance, raise_on_error=False)
+    assert result.success
+    report = next(e for e in result.get_asset_materialization_events() if e.asset_key.path == ["drift_report"])
+    share = report.materialization.metadata["share_drifted"].value
+    assert share >= get_settings().monitoring.drift_share_threshold
+    assert "vol_20d" in report.materialization.metadata["drifted_columns"].value
+    assert Path(report.materialization.metadata["html_report"].value).exists()
+    with dg.build_sensor_context(instance=instance, resources=defs.resources) as ctx:
+        runs = drift_sensor(ctx)
+        cursor = ctx.cursor
+    assert len(runs) == 1 and runs[0].tags["trigger"] == "drift"
+    with dg.build_sensor_context(instance=instance, resources=defs.resources, cursor=cursor) as ctx:
+        assert isinstance(drift_sensor(ctx), dg.SkipReason)  # the same episode asks once
