@@ -15,11 +15,13 @@ os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 os.environ["DO_NOT_TRACK"] = "true"
 
+import json  # noqa: E402
 import socket  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -54,7 +56,8 @@ def free_port() -> int:
 
 
 def feature_view(features: list[str], version: str = VIEW_VERSION) -> FeatureView:
-    return FeatureView(name=VIEW, version=version, owner="team:test", description="planted-signal test features",
+    return FeatureView(name=VIEW, version=version, owner="team:test",
+                       description="planted-signal test features",
                        features=tuple(FeatureDef(f, pl.col("close") * i, f"test feature {f}")
                                      for i, f in enumerate(features)))
 
@@ -80,11 +83,13 @@ class World:
         return write_online_snapshot([frame], [feature_view(self.features, version)],
                                      online_dir or self.settings.online_dir)
 
-    def settings_for(self, home: Path | None = None, model: dict[str, Any] | None = None, **serving: Any) -> Settings:
+    def settings_for(self, home: Path | None = None, model: dict[str, Any] | None = None,
+                     **serving: Any) -> Settings:
         """Settings on this registry with another home (own snapshot and log dirs) and serving values."""
         return load_settings(env={}, config_path=self.config_for(home, model, **serving))
 
-    def config_for(self, home: Path | None = None, model: dict[str, Any] | None = None, **serving: Any) -> Path:
+    def config_for(self, home: Path | None = None, model: dict[str, Any] | None = None,
+                   **serving: Any) -> Path:
         """The YAML config file behind :meth:`settings_for` (for servers started as subprocesses)."""
         config = yaml.safe_load(self.config_path.read_text())
         config["serving"].update(serving)
@@ -131,14 +136,48 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     return w
 
 
+class FakeDagster:
+    """A local stand-in for Dagster's GraphQL endpoint: answers the two mutations the API sends and
+    records the requests."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                outer.requests.append(body)
+                if "addDynamicPartition" in body["query"]:
+                    data = {"addDynamicPartition": {"__typename": "AddDynamicPartitionSuccess",
+                                                    "partitionKey": body["variables"]["partitionKey"]}}
+                else:
+                    data = {"launchRun": {"__typename": "LaunchRunSuccess",
+                                          "run": {"runId": "run-123", "status": "QUEUED"}}}
+                payload = json.dumps({"data": data}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/graphql"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
 class ThreadedServer:
     """A real uvicorn server for ``app`` on a free port, in a daemon thread."""
 
     def __init__(self, app: Any) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                                    lifespan="on", access_log=False))
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on",
+                                access_log=False)
+        self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> ThreadedServer:
@@ -186,8 +225,9 @@ def copy_version(world: World, name: str, source: RegisteredModel, alias: str | 
     except Exception:
         client.create_registered_model(name)
     src_tags = {**client.get_model_version(MODEL, source.version).tags, **tags}
+    model_id = source.logged_model_uri.split("/")[-1]
     version = str(client.create_model_version(name, source=source.logged_model_uri, run_id=source.run_id,
-                                              tags=src_tags, model_id=source.logged_model_uri.split("/")[-1]).version)
+                                              tags=src_tags, model_id=model_id).version)
     if alias:
         client.set_registered_model_alias(name, alias, version)
     return version

@@ -35,6 +35,14 @@ def test_bad_entries_are_named_without_the_key(raw: dict, message: str) -> None:
     assert KEY not in str(err.value) and "short-secret" not in str(err.value)
 
 
+def test_keys_may_be_configured_as_digests() -> None:
+    import hashlib
+
+    digest = hashlib.sha256(KEY.encode()).hexdigest()
+    ring = KeyRing.from_config({f"sha256:{digest}": {"owner": "ann", "role": "admin"}}, environ={})
+    assert ring.authenticate(KEY).owner == "ann" and ring.authenticate("sha256:" + "0" * 64) is None
+
+
 def test_environment_must_be_json() -> None:
     with pytest.raises(KeyConfigError, match=ENV_API_KEYS):
         KeyRing.from_config({}, environ={ENV_API_KEYS: "{not json"})

@@ -4,6 +4,7 @@ that every worker picks up within its poll interval."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -39,15 +40,23 @@ def _stop(proc: subprocess.Popen) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
-def _predict(url: str) -> dict:
-    with httpx.Client(timeout=30) as fresh:  # a new connection, so the kernel may pick either worker
-        r = fresh.post(f"{url}/predict", json={"symbol": "CCC"})
-    assert r.status_code == 200, r.text
-    return r.json()
+class Client:
+    """Counts predictions; every call is a new connection, so the kernel may pick either worker."""
+
+    def __init__(self, url: str) -> None:
+        self.url, self.served = url, 0
+
+    def predict(self) -> dict:
+        with httpx.Client(timeout=30) as fresh:
+            r = fresh.post(f"{self.url}/predict", json={"symbol": "CCC"})
+        assert r.status_code == 200, r.text
+        self.served += 1
+        return r.json()
 
 
 def test_workers_swap_within_a_poll_and_metrics_add_up(world: World, tmp_path: Path) -> None:
-    config = world.config_for(tmp_path / "home", model={"name": "cli_model"}, poll_seconds=POLL, access_log=True)
+    config = world.config_for(tmp_path / "home", model={"name": "cli_model"}, poll_seconds=POLL,
+                              access_log=True)
     settings = load_settings(env={}, config_path=config)
     world.write_snapshot(settings.online_dir)
     old = copy_version(world, "cli_model", world.v1, alias="production")
@@ -56,33 +65,33 @@ def test_workers_swap_within_a_poll_and_metrics_add_up(world: World, tmp_path: P
     inference = _start(["main:app", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
                        config, tmp_path, "inference")
     api = _start(["api:app", "--host", "127.0.0.1", "--port", str(api_port)], config, tmp_path, "api")
-    url = f"http://127.0.0.1:{port}"
+    client = Client(f"http://127.0.0.1:{port}")
     try:
-        wait_ready(url, timeout=120)
-        workers: set[str] = set()
-        wait_until(lambda: len({_predict(url)["request_id"].split("-")[0] for _ in range(10)} | workers) and
-                   all(_predict(url)["model_version"] == old for _ in range(10)), timeout=60)
-        served = 21
+        wait_ready(client.url, timeout=120)  # one worker; then both (each request is a new connection)
+        wait_until(lambda: all(httpx.get(f"{client.url}/ready", timeout=30).status_code == 200
+                               for _ in range(10)), timeout=120)
+        wait_until(lambda: all(client.predict()["model_version"] == old for _ in range(10)), timeout=60)
         world.client().set_registered_model_alias("cli_model", "production", new)
-        first = wait_until(lambda: (p := _predict(url))["model_version"] == new and p, timeout=60)
-        served += 1
-        time.sleep(POLL + 2.0)  # one poll interval (plus loading time) for the other worker
-        after = [_predict(url) for _ in range(30)]
-        served += 30
-        workers = {p["request_id"].split("-")[0] for p in after}
+        wait_until(lambda: client.predict()["model_version"] == new, timeout=60)
+        time.sleep(POLL + 2.0)  # one poll interval (plus the loading time) for the other worker too
+        after = [client.predict() for _ in range(40)]
         assert {p["model_version"] for p in after} == {new}, f"a worker still serves {old}"
-        assert first["request_id"]
-        metrics = httpx.get(f"{url}/metrics").text
+        metrics = httpx.get(f"{client.url}/metrics").text
         counted = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
                       if line.startswith("mlops_serving_predictions_total{"))
-        assert counted >= served  # every prediction of every worker (wait_until may have sent more)
-        health = httpx.get(f"http://127.0.0.1:{api_port}/health", timeout=30)
-        assert health.status_code == 200
+        assert counted == client.served  # summed over the workers' memory-mapped files
+        assert httpx.get(f"http://127.0.0.1:{api_port}/health", timeout=30).status_code == 200
         models = httpx.get(f"http://127.0.0.1:{api_port}/api/v1/ml/lifecycle/models", timeout=30).json()
         assert "cli_model" in {m["name"] for m in models["items"]}
     finally:
         _stop(inference)
         _stop(api)
-    logged = read_closed_segments(settings.serving_log_dir)  # each worker flushed at shutdown
-    assert logged.height == counted
-    assert len({name.split("-")[-2] for name in logged["segment"]}) == len(workers) or len(workers) == 1
+    access = [json.loads(line) for line in (tmp_path / "inference.log").read_text().splitlines()
+              if line.startswith("{") and '"path"' in line]
+    assert sum(a["path"] == "/predict" and a["status"] == 200 for a in access) == client.served
+    keys = {"ts", "method", "status", "latency_ms", "request_id", "model_version"}
+    assert all(set(a) >= keys for a in access)
+    logged = read_closed_segments(settings.serving_log_dir)  # each worker flushed its buffer at shutdown
+    assert logged.height == client.served
+    worker_pids = {name.split("-")[-2] for name in logged["segment"]}
+    assert len(worker_pids) == 2, f"expected both workers to serve, log segments came from {worker_pids}"

@@ -21,7 +21,8 @@ def test_served_prediction_is_explained_by_request_id(world: World, tmp_path: Pa
     settings = world.settings_for(tmp_path / "home")
     world.write_snapshot(settings.online_dir)
     train = world.data.filter(pl.col("split") == "train").head(200)
-    readmodels.export_read_model(train, settings.readmodels_dir, readmodels.dataset_sample_name("training_dataset"))
+    sample = readmodels.dataset_sample_name("training_dataset")
+    readmodels.export_read_model(train, settings.readmodels_dir, sample)
     features = {f: 0.5 * (i - 2) for i, f in enumerate(world.features)}
     with ThreadedServer(create_inference(settings)) as inference:
         wait_ready(inference.url)
@@ -29,8 +30,8 @@ def test_served_prediction_is_explained_by_request_id(world: World, tmp_path: Pa
                             json={"instances": [{"symbol": "AAA"}, {"features": features}]}).json()
     # stopping the server closed the last segment of the prediction log
     with ThreadedServer(create_api(settings)) as api:
-        r = httpx.get(f"{api.url}/api/v1/ml/evaluation/explanations/{served['request_id']}", params={"row": 1},
-                      timeout=60)
+        r = httpx.get(f"{api.url}/api/v1/ml/evaluation/explanations/{served['request_id']}",
+                      params={"row": 1}, timeout=60)
         assert r.status_code == 200, r.text
         body = r.json()
         assert (body["model_version"], body["row"], body["entity"]) == (world.v1.version, 1, None)

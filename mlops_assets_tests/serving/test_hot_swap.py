@@ -59,7 +59,7 @@ def test_promotion_under_load_has_no_failed_request_and_every_prediction_is_logg
     versions = [v for _, v, _ in results]
     first_new = versions.index(new)
     assert set(versions[:first_new]) == {old}
-    assert set(versions[first_new + CLIENTS:]) == {new}  # only requests already in flight finish on the old one
+    assert set(versions[first_new + CLIENTS:]) == {new}  # only requests in flight finish on the old one
     assert swap_seconds < 15
 
     logged = read_closed_segments(settings.serving_log_dir)  # the server flushed its buffer at shutdown

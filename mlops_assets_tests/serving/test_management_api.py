@@ -4,10 +4,8 @@ reports, Dagster launches (against a local fake GraphQL endpoint), read-models, 
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -22,45 +20,20 @@ from mlops_assets.features.views import FEATURE_VIEWS
 from mlops_assets.models import promotion
 from mlops_assets.models import tags as T
 from mlops_assets.settings import Settings
-from mlops_assets_tests.serving.conftest import MODEL, ThreadedServer, World, free_port
+from mlops_assets_tests.serving.conftest import (
+    MODEL,
+    FakeDagster,
+    ThreadedServer,
+    World,
+    copy_version,
+    free_port,
+)
 
 pytestmark = pytest.mark.xdist_group("serving")
 VIEWER = {"X-API-Key": "viewer-key-0000000000000001"}
 APPROVER = {"Authorization": "Bearer approver-key-00000000000001"}
 ADMIN = {"X-API-Key": "admin-key-000000000000000001"}
 NAME = "mgmt_model"
-
-
-class FakeDagster:
-    """A local HTTP endpoint answering the two GraphQL mutations the API sends; records the requests."""
-
-    def __init__(self) -> None:
-        self.requests: list[dict[str, Any]] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                outer.requests.append(body)
-                if "addDynamicPartition" in body["query"]:
-                    data = {"addDynamicPartition": {"__typename": "AddDynamicPartitionSuccess",
-                                                    "partitionKey": body["variables"]["partitionKey"]}}
-                else:
-                    data = {"launchRun": {"__typename": "LaunchRunSuccess",
-                                          "run": {"runId": "run-123", "status": "QUEUED"}}}
-                payload = json.dumps({"data": data}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/graphql"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
 @dataclass
@@ -72,17 +45,10 @@ class Mgmt:
     versions: list[str] = field(default_factory=list)
 
 
-def _copy_versions(world: World, client: MlflowClient, name: str) -> list[str]:
-    """Register v1, v2, v1 of the session model again under ``name`` (no training), gate passed."""
-    out = []
-    for src in (world.v1, world.v2, world.v1):
-        tags = {**client.get_model_version(MODEL, src.version).tags, T.TAG_EVALUATION_PASSED: "true"}
-        model_id = src.logged_model_uri.split("/")[-1]
-        if not out:
-            client.create_registered_model(name)
-        out.append(str(client.create_model_version(name, source=src.logged_model_uri, run_id=src.run_id,
-                                                   tags=tags, model_id=model_id).version))
-    return out
+def _copy_versions(world: World, name: str) -> list[str]:
+    """v1, v2, v1 of the session model registered again under ``name`` (no training), gate passed."""
+    return [copy_version(world, name, src, **{T.TAG_EVALUATION_PASSED: "true"})
+            for src in (world.v1, world.v2, world.v1)]
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +59,7 @@ def mgmt(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mgm
     settings = world.settings_for(tmp_path_factory.mktemp("mgmt_home"), dagster_graphql_url=dagster.url)
     settings.ensure_dirs()
     client = world.client()
-    versions = _copy_versions(world, client, NAME)
+    versions = _copy_versions(world, NAME)
     with ThreadedServer(create_app(settings)) as server:
         yield Mgmt(server.url, settings, client, dagster, versions)
     dagster.server.shutdown()
@@ -126,7 +92,8 @@ def test_reject_then_approve_is_refused_with_reasons(mgmt: Mgmt) -> None:
         assert r.status_code == 200 and r.json()["decision"]["state"] == "REJECTED"
         r = api.post(f"{path}/approve", headers=APPROVER)
         assert r.status_code == 409 and "not_rejected" in r.json()["detail"]
-        assert api.post(f"/api/v1/ml/lifecycle/models/{NAME}/999/approve", headers=APPROVER).status_code == 409
+        missing = api.post(f"/api/v1/ml/lifecycle/models/{NAME}/999/approve", headers=APPROVER)
+        assert missing.status_code == 404 and "999" in missing.json()["detail"]
         detail = api.get(path).json()
         assert detail["decision"]["state"] == "REJECTED" and detail["gates"]["evaluation_passed"]
         assert [d["state"] for d in detail["decisions"]] == ["REJECTED"]
@@ -140,7 +107,8 @@ def test_rollback_moves_production_back_and_is_recorded(mgmt: Mgmt) -> None:
         promotion.promote(mgmt.client, store, NAME, v, actor="sensor", compliance_required=False)
     with _api(mgmt) as api:
         body = {"to_version": v1, "reason": "v2 misbehaves in production"}
-        assert api.post(f"/api/v1/ml/lifecycle/models/{NAME}/rollback", json=body, headers=VIEWER).status_code == 403
+        path = f"/api/v1/ml/lifecycle/models/{NAME}/rollback"
+        assert api.post(path, json=body, headers=VIEWER).status_code == 403
         r = api.post(f"/api/v1/ml/lifecycle/models/{NAME}/rollback", json=body, headers=APPROVER)
         assert r.status_code == 200, r.text
         assert r.json()["deployment"]["kind"] == "rollback" and r.json()["deployment"]["actor"] == "bob"
@@ -163,7 +131,8 @@ def _store(m: Mgmt) -> Any:
 
 def test_drift_events_are_posted_and_listed(mgmt: Mgmt) -> None:
     with _api(mgmt) as api:
-        event = {"source": "market_direction", "features": ["f0", "f1"], "drifted_share": 0.5, "severity": "high"}
+        event = {"source": "market_direction", "features": ["f0", "f1"], "drifted_share": 0.5,
+                 "severity": "high"}
         assert api.post("/api/v1/ml/lifecycle/drift-events", json=event).status_code == 401
         assert api.post("/api/v1/ml/lifecycle/drift-events", json={**event, "drifted_share": 2},
                         headers=VIEWER).status_code == 422
@@ -179,7 +148,8 @@ def test_scenarios_are_saved_by_admins_only(mgmt: Mgmt) -> None:
     with _api(mgmt) as api:
         scenario = {"name": "covid", "start": "2020-02-15", "end": "2020-04-30", "description": "crash"}
         assert api.post("/api/v1/ml/evaluation/scenarios", json=scenario, headers=APPROVER).status_code == 403
-        bad = api.post("/api/v1/ml/evaluation/scenarios", json={**scenario, "end": "2020-01-01"}, headers=ADMIN)
+        bad = api.post("/api/v1/ml/evaluation/scenarios", json={**scenario, "end": "2020-01-01"},
+                       headers=ADMIN)
         assert bad.status_code == 422 and "before start" in bad.json()["detail"]
         assert api.post("/api/v1/ml/evaluation/scenarios", json=scenario, headers=ADMIN).status_code == 201
         items = api.get("/api/v1/ml/evaluation/scenarios").json()["items"]
@@ -191,26 +161,29 @@ def test_scenarios_are_saved_by_admins_only(mgmt: Mgmt) -> None:
 def test_evaluation_reports_and_launching_a_run(mgmt: Mgmt, tmp_path: Path) -> None:
     report_dir = mgmt.settings.reports_dir / "evaluation" / MODEL / "1"
     report_dir.mkdir(parents=True)
-    (report_dir / "evaluation_report.json").write_text(json.dumps({"passed": True, "metrics": {"roc_auc": 0.61}}))
+    report = {"passed": True, "metrics": {"roc_auc": 0.61}}
+    (report_dir / "evaluation_report.json").write_text(json.dumps(report))
     (report_dir / "evaluation_report.md").write_text("# Evaluation of version 1\n")
     with _api(mgmt) as api:
         runs = api.get("/api/v1/ml/evaluation/runs").json()["items"]
         assert [(r["id"], r["passed"]) for r in runs] == [(f"{MODEL}:1", True)]
-        assert api.get(f"/api/v1/ml/evaluation/runs/{MODEL}:1/report").json()["report"]["metrics"]["roc_auc"] == 0.61
+        assert api.get(f"/api/v1/ml/evaluation/runs/{MODEL}:1/report").json()["report"] == report
         md = api.get(f"/api/v1/ml/evaluation/runs/{MODEL}:1/report", params={"format": "markdown"})
         assert md.text.startswith("# Evaluation of version 1")
         assert api.get(f"/api/v1/ml/evaluation/runs/{MODEL}:9/report").status_code == 404
-        assert api.post("/api/v1/ml/evaluation/runs", json={"version": "1"}, headers=VIEWER).status_code == 403
+        runs = "/api/v1/ml/evaluation/runs"
+        assert api.post(runs, json={"version": "1"}, headers=VIEWER).status_code == 403
         r = api.post("/api/v1/ml/evaluation/runs", json={"version": "1"}, headers=APPROVER)
         assert r.status_code == 202, r.text
         assert r.json()["run_id"] == "run-123"
         add, launch = mgmt.dagster.requests[-2:]
-        assert add["variables"]["partitionKey"] == "1" and add["variables"]["partitionsDefName"] == "model_versions"
+        assert add["variables"]["partitionKey"] == "1"
+        assert add["variables"]["partitionsDefName"] == "model_versions"
         params = launch["variables"]["executionParams"]
         assert params["selector"]["jobName"] == "evaluate_model_job"
         assert {"key": "dagster/partition", "value": "1"} in params["executionMetadata"]["tags"]
         assert {"key": "mlops/requested_by", "value": "bob"} in params["executionMetadata"]["tags"]
-        assert api.post("/api/v1/ml/evaluation/runs", json={"version": "77"}, headers=APPROVER).status_code == 404
+        assert api.post(runs, json={"version": "77"}, headers=APPROVER).status_code == 404
 
 
 def test_launching_without_dagster_is_503_naming_the_url(world: World, tmp_path: Path) -> None:
@@ -231,7 +204,8 @@ def test_features_from_code_then_from_read_models(mgmt: Mgmt) -> None:
         assert {f["feature"] for f in listed["items"]} == {f.name for v in FEATURE_VIEWS for f in v.features}
         base = catalog_rows(FEATURE_VIEWS)
         newer = base.filter(pl.col("view") == "price_returns").with_columns(pl.lit("1.1.0").alias("version"))
-        extra = newer.head(1).with_columns(pl.lit("ret_2d").alias("feature"), pl.lit(9).cast(pl.Int32).alias("position"))
+        extra = newer.head(1).with_columns(pl.lit("ret_2d").alias("feature"),
+                                           pl.lit(9).cast(pl.Int32).alias("position"))
         readmodels.export_read_model(pl.concat([base, newer, extra]), out, readmodels.CATALOG)
         stats = pl.DataFrame({"feature": ["ret_1d"], "view": ["price_returns"], "version": ["1.1.0"],
                               "count": [10], "mean": [0.001], "std": [float("nan")]})
@@ -257,7 +231,8 @@ def test_features_from_code_then_from_read_models(mgmt: Mgmt) -> None:
 
 def test_dataset_samples_are_listed_shown_and_downloaded(mgmt: Mgmt, world: World) -> None:
     sample = world.data.head(30)
-    readmodels.export_read_model(sample, mgmt.settings.readmodels_dir, readmodels.dataset_sample_name("training_dataset"),
+    name = readmodels.dataset_sample_name("training_dataset")
+    readmodels.export_read_model(sample, mgmt.settings.readmodels_dir, name,
                                  extra={"fingerprint": "abc", "rows": 800, "features": world.features})
     with _api(mgmt) as api:
         items = api.get("/api/v1/features/datasets").json()["items"]
@@ -274,7 +249,8 @@ def test_dataset_samples_are_listed_shown_and_downloaded(mgmt: Mgmt, world: Worl
 
 def test_experiments_models_and_compare(mgmt: Mgmt, world: World) -> None:
     with _api(mgmt) as api:
-        assert "serving-tests" in {e["name"] for e in api.get("/api/v1/ml/lifecycle/experiments").json()["items"]}
+        experiments = api.get("/api/v1/ml/lifecycle/experiments").json()["items"]
+        assert "serving-tests" in {e["name"] for e in experiments}
         exp = api.get("/api/v1/ml/lifecycle/experiments/serving-tests", params={"history": "true"}).json()
         run = next(r for r in exp["runs"] if r["run_id"] == world.v1.run_id)
         assert "val_loss" in run["metric_history"] and len(run["epochs"]) >= 2

@@ -23,7 +23,8 @@ FEATURES = ("f0", "f1", "prediction")  # a feature named like a log column gets 
 def _record(i: int, n: int = 1, version: str = "1", multiclass: bool = False) -> LogRecord:
     x = np.arange(n * 3, dtype=np.float32).reshape(n, 3) + i
     x[0, 1] = np.nan
-    probs = np.full((n, 3), 1 / 3, dtype=np.float32) if multiclass else np.linspace(0.1, 0.9, n, dtype=np.float32)
+    probs = (np.full((n, 3), 1 / 3, dtype=np.float32) if multiclass
+             else np.linspace(0.1, 0.9, n, dtype=np.float32))
     return LogRecord(f"req-{i}", time.time(), 0.5, "m", version, "production", "production", "snap-1",
                      [f"S{j}" for j in range(n)], FEATURES, x, np.arange(n), probs)
 
@@ -49,7 +50,9 @@ def test_segments_round_trip_with_features_expanded(tmp_path: Path) -> None:
     assert frame.schema["ts"] == pl.Datetime("us", "UTC")
     assert set(frame["segment"]) == {first.name, second.name}
     assert read_closed_segments(tmp_path, exclude=[first.name]).height == 2
-    assert "features_json" in read_closed_segments(tmp_path, features=False).columns
+    raw = read_closed_segments(tmp_path, features=False)
+    assert raw["feature_names"][0].to_list() == list(FEATURES)
+    assert raw.schema["feature_values"] == pl.List(pl.Float64)
     hit = find_prediction(tmp_path, "req-1", row=2)
     assert hit["entity"] == "S2" and hit["features"] == {"f0": 7.0, "f1": 8.0, "prediction": 9.0}
     assert find_prediction(tmp_path, "req-1", row=7) is None

@@ -25,7 +25,8 @@ def _snap(version: str, views: dict[str, str], names: tuple[str, ...] = ("a", "b
 
 def test_compatibility_names_view_versions_and_missing_features() -> None:
     model = _model("3", {"prices": "1.0.0", "vol": "2.1.0"}, ("a", "z"))
-    assert compatibility(model, _snap("s1", {"prices": "1.0.0", "vol": "2.1.0", "extra": "9.9.9"}, ("a", "z"))) == []
+    matching = _snap("s1", {"prices": "1.0.0", "vol": "2.1.0", "extra": "9.9.9"}, ("a", "z"))
+    assert compatibility(model, matching) == []
     reasons = compatibility(model, _snap("s2", {"prices": "1.1.0"}, ("a",)))
     assert reasons == [
         "feature view 'prices' is 1.1.0 in snapshot s2 but model version 3 was trained on 1.0.0",
@@ -43,7 +44,7 @@ def test_plan_prefers_the_newest_compatible_pair() -> None:
     assert warnings and "snapshot new for model version 1" in warnings[0]
     model, snap, problems, warnings = plan(v1, v2, live, None)            # new model waits for its snapshot
     assert (model, snap) == (v1, live) and "model version 2 waits" in warnings[-1]
-    model, snap, problems, _ = plan(None, v1, None, new)                  # start-up with a mismatch: not ready
+    model, snap, problems, _ = plan(None, v1, None, new)                  # start-up, mismatch: not ready
     assert (model, snap) == (v1, None) and "trained on 1.0.0" in problems[0]
     assert plan(None, v1, None, None)[2] == ["no online feature snapshot has been written yet"]
 

@@ -16,11 +16,18 @@ from pathlib import Path
 
 import pytest
 
-from mlops_assets_tests.serving.conftest import ThreadedServer, World, copy_version, wait_ready
-from mlops_assets_tests.serving.test_management_api import ADMIN, FakeDagster
+from mlops_assets_tests.serving.conftest import (
+    KEYS,
+    FakeDagster,
+    ThreadedServer,
+    World,
+    copy_version,
+    wait_ready,
+)
 
 pytestmark = pytest.mark.xdist_group("serving")
 ST = str(Path(sys.executable).with_name("st"))
+ADMIN_KEY = next(key for key, entry in KEYS.items() if entry["role"] == "admin")
 
 
 def _fuzz(url: str, tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -58,7 +65,7 @@ def test_management_api_never_answers_a_server_error(world: World, tmp_path: Pat
     copy_version(world, settings.model.name, world.v1)
     try:
         with ThreadedServer(create_app(settings)) as server:
-            result = _fuzz(server.url, tmp_path, "--header", f"X-API-Key: {ADMIN['X-API-Key']}")
+            result = _fuzz(server.url, tmp_path, "--header", f"X-API-Key: {ADMIN_KEY}")
     finally:
         dagster.server.shutdown()
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]

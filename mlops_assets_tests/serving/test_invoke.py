@@ -1,0 +1,58 @@
+"""``/invoke``: the LLM chain registered in MLflow, served beside the tabular model, answering with
+the online features of the symbol (real prompt registry, real openai client, local fake server)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from mlops_assets.governance.prompt_registry import set_production_alias, sync_prompt
+from mlops_assets.governance.prompts import load_library
+from mlops_assets.models.llm import format_number
+from mlops_assets.models.llm_registry import log_llm_model
+from mlops_assets.settings import PROJECT_ROOT
+from mlops_assets_tests.fake_openai import FAKE_API_KEY
+from mlops_assets_tests.serving.conftest import ThreadedServer, World, wait_ready, wait_until
+
+pytest_plugins = ["mlops_assets_tests.conftest_llm"]
+pytestmark = pytest.mark.xdist_group("serving")
+
+
+def test_invoke_answers_through_the_registered_chain(world: World, tmp_path: Path, fake_openai,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      request: pytest.FixtureRequest) -> None:
+    from serving.main import create_app
+
+    monkeypatch.setenv("OPENAI_API_KEY", FAKE_API_KEY)
+    monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
+    uri = world.settings.mlflow_tracking_uri
+    template = {t.id: t for t in load_library(PROJECT_ROOT / "prompts")}["market_narrative"]
+    name, prompt_version, _ = sync_prompt(uri, template, "APPROVED")
+    set_production_alias(uri, name, prompt_version)
+    settings = world.settings_for(tmp_path / "home")
+    world.write_snapshot(settings.online_dir)
+    with ThreadedServer(create_app(settings)) as server:
+        wait_ready(server.url)
+        r = httpx.post(f"{server.url}/invoke", json={"symbol": "AAA"})
+        assert r.status_code == 503 and settings.llm.llm_model_name in r.json()["detail"]
+        chain = log_llm_model(uri, settings.llm.llm_model_name, "market_narrative", challenger_alias=None,
+                              artifact_location=str(settings.artifacts_dir))
+        world.client().set_registered_model_alias(settings.llm.llm_model_name, "production", chain.version)
+        request.addfinalizer(lambda: world.client().delete_registered_model_alias(settings.llm.llm_model_name,
+                                                                                 "production"))
+        wait_until(lambda: httpx.get(f"{server.url}/ready").json()["llm"], timeout=60)
+        r = httpx.post(f"{server.url}/invoke", json={"symbol": "AAA"}, timeout=60)
+        assert r.status_code == 200, r.text
+        answer = r.json()
+        assert (answer["prompt_id"], answer["prompt_version"]) == ("market_narrative", template.version)
+        assert answer["model_version"] == chain.version and answer["request_id"]
+        assert answer["output"] and not answer["blocked"]
+        prompt = fake_openai.requests[-1]["body"]["messages"][-1]["content"]
+        latest = world.data.filter(world.data["symbol"] == "AAA").sort("date").tail(1)
+        assert f"- f0: {format_number(latest['f0'][0])}" in prompt  # AAA's online features reached the prompt
+        assert f"as of {latest['date'][0].isoformat()}" in prompt
+        missing = httpx.post(f"{server.url}/invoke", json={"symbol": "NOPE"})
+        assert missing.status_code == 404 and "NOPE" in missing.json()["detail"]
+        assert httpx.post(f"{server.url}/invoke", json={"symbol": ""}).status_code == 422

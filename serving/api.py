@@ -1,0 +1,93 @@
+"""The management API: what the team's front end calls (its own process and port).
+
+    uvicorn serving.api:app --port 8081          (from the project root)
+    uvicorn api:app --port 8081                  (inside serving/)
+
+Routers: features and datasets (read-models), ML lifecycle (MLflow + governance store),
+evaluation (reports, scenarios, Dagster launches, explanations), audit, prompt governance. Reads
+are open; writes need an API key with a role (``auth.py``). It never opens the DuckDB warehouse.
+See ``docs/api.md``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # started as `uvicorn api:app` inside serving/
+    _ROOT = str(Path(__file__).resolve().parent.parent)
+    if _ROOT not in sys.path:
+        sys.path.insert(0, _ROOT)
+
+from contextlib import asynccontextmanager  # noqa: E402
+from typing import Any, AsyncIterator  # noqa: E402
+
+from fastapi import FastAPI  # noqa: E402
+from starlette.responses import Response  # noqa: E402
+
+from mlops_assets.settings import Settings, get_settings  # noqa: E402
+from serving import (  # noqa: E402
+    prompt_routes,
+    routes_audit,
+    routes_evaluation,
+    routes_features,
+    routes_lifecycle,
+)
+from serving.auth import KeyRing  # noqa: E402
+from serving.context import ApiContext, install_error_handlers  # noqa: E402
+from serving.metrics import ServingMetrics  # noqa: E402
+from serving.observability import (  # noqa: E402
+    AccessLog,
+    ObservabilityMiddleware,
+    RequestIds,
+    install_json_logging,
+)
+
+ENDPOINTS = frozenset({"/health", "/metrics", "/api/v1/features/*", "/api/v1/ml/lifecycle/*",
+                       "/api/v1/ml/evaluation/*", "/api/v1/audit/*", "/api/v1/prompt-governance/*"})
+
+
+def create_app(settings: Settings | None = None, keyring: KeyRing | None = None) -> FastAPI:
+    """Build the management API (``settings`` default: ``get_settings()``; keys from them and
+    ``MLOPS_API_KEYS`` unless ``keyring`` is given)."""
+    settings = settings or get_settings()
+    context = ApiContext(settings, keyring)
+    metrics = ServingMetrics("mlops_api")
+    access_log = AccessLog(app="management") if settings.serving.access_log else None
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        install_json_logging()
+        if access_log is not None:
+            access_log.start()
+        try:
+            yield
+        finally:
+            if access_log is not None:
+                access_log.close()
+
+    app = FastAPI(title="MLOps management API", version="1", lifespan=lifespan,
+                  description="Features, datasets, experiments, models, deployments, drift events, "
+                              "evaluation, audit and prompt governance. Reads are open; writes need an API "
+                              "key (X-API-Key or Authorization: Bearer). See docs/api.md.")
+    app.state.ctx = context
+    install_error_handlers(app)
+    for module in (routes_features, routes_lifecycle, routes_evaluation, routes_audit, prompt_routes):
+        app.include_router(module.router)
+
+    @app.get("/health", tags=["service"], summary="Liveness")
+    def health() -> dict[str, Any]:
+        return {"status": "ok", "api_keys": len(context.keyring)}
+
+    @app.get("/metrics", tags=["service"], summary="Prometheus metrics", response_class=Response,
+             responses={200: {"content": {"text/plain": {}}}})
+    def prometheus() -> Response:
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
+
+    app.add_middleware(ObservabilityMiddleware, metrics=metrics, access_log=access_log, endpoints=ENDPOINTS,
+                       request_ids=RequestIds())
+    return app
+
+
+app = create_app()

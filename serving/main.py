@@ -1,0 +1,367 @@
+"""The inference app: ``/predict`` (tabular model), ``/invoke`` (LLM chain), health, readiness, metrics.
+
+Run it inside ``serving/`` with ``uvicorn main:app --host 0.0.0.0 --port 8080`` (the Docker image
+does) or from the project root with ``uvicorn serving.main:app``. It serves the version behind
+``MLFLOW_MODEL_NAME`` + ``MLFLOW_MODEL_STAGE`` (an alias) and enriches requests from the online
+feature snapshot; a poller swaps in new versions and snapshots (``runtime.py``). The request path
+avoids pydantic and pandas: orjson in and out, hand validation against the model's feature list
+(``payload.py``), the model's numpy/torch fast path, a deque append for the prediction log and
+cached metric children. See ``docs/api.md`` for the request and response shapes.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # started as `uvicorn main:app` inside serving/: make `serving.*` importable
+    _ROOT = str(Path(__file__).resolve().parent.parent)
+    if _ROOT not in sys.path:
+        sys.path.insert(0, _ROOT)
+
+import logging  # noqa: E402
+import random  # noqa: E402
+import time  # noqa: E402
+from contextlib import asynccontextmanager  # noqa: E402
+from typing import Any, AsyncIterator  # noqa: E402
+
+import numpy as np  # noqa: E402
+import orjson  # noqa: E402
+from fastapi import FastAPI, Request  # noqa: E402
+from starlette.concurrency import run_in_threadpool  # noqa: E402
+from starlette.responses import Response  # noqa: E402
+
+from mlops_assets.data.schema import ENTITY_KEY  # noqa: E402
+from mlops_assets.settings import Settings, get_settings  # noqa: E402
+from serving.metrics import ServingMetrics, mark_process_dead  # noqa: E402
+from serving.observability import (  # noqa: E402
+    SCOPE_MODEL_VERSION,
+    SCOPE_REQUEST_ID,
+    AccessLog,
+    ObservabilityMiddleware,
+    RequestIds,
+    install_json_logging,
+)
+from serving.payload import PayloadError, parse_payload, build_matrix  # noqa: E402
+from serving.predlog import LogRecord, PredictionLog  # noqa: E402
+from serving.runtime import Runtime, RuntimeConfig  # noqa: E402
+from serving.schemas import (  # noqa: E402
+    ErrorMessage,
+    Health,
+    InvokeRequest,
+    PredictResponse,
+    Readiness,
+    predict_body_schema,
+)
+
+log = logging.getLogger("serving.inference")
+JSON = "application/json"
+_DUMPS_OPTS = orjson.OPT_SERIALIZE_NUMPY
+ENDPOINTS = frozenset({"/predict", "/invoke", "/health", "/ready", "/metrics"})
+_ERRORS = {404: {"model": ErrorMessage}, 413: {"model": ErrorMessage}, 422: {"model": ErrorMessage},
+           503: {"model": ErrorMessage}}
+
+
+def _jsonable(values: Any) -> Any:
+    """Numeric C-contiguous arrays go to orjson as they are (fast); anything else as a list."""
+    if values is None:
+        return None
+    if isinstance(values, np.ndarray) and values.dtype.kind in "biuf" and values.flags.c_contiguous:
+        return values
+    return np.asarray(values).tolist()
+
+
+def json_response(payload: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(payload, option=_DUMPS_OPTS), status_code=status, media_type=JSON)
+
+
+def error_response(exc: PayloadError) -> Response:
+    return json_response({"detail": exc.detail}, exc.status)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed ``limit`` bytes."""
+    length = request.headers.get("content-length")
+    if length is not None:
+        if not length.isdigit():
+            raise PayloadError(422, [{"loc": ["header", "content-length"], "msg": "must be an integer",
+                                      "type": "int_parsing"}])
+        if int(length) > limit:
+            raise PayloadError(413, f"body of {length} bytes is over the limit of {limit} "
+                                    "(serving.max_body_bytes)")
+        return await request.body()
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadError(413, f"body is over the limit of {limit} bytes (serving.max_body_bytes)")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class ClientGone(Exception):
+    """The client disconnected before sending its whole body."""
+
+
+async def read_asgi_body(scope: dict, receive: Any, limit: int) -> bytes:
+    """Raw-ASGI twin of :func:`read_body` for the ``/predict`` fast path."""
+    for key, value in scope["headers"]:
+        if key == b"content-length":
+            if not value.isdigit():
+                raise PayloadError(422, [{"loc": ["header", "content-length"], "msg": "must be an integer",
+                                          "type": "int_parsing"}])
+            if int(value) > limit:
+                raise PayloadError(413, f"body of {value.decode()} bytes is over the limit of {limit} "
+                                        "(serving.max_body_bytes)")
+            break
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadError(413, f"body is over the limit of {limit} bytes (serving.max_body_bytes)")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+_JSON_HEADERS = [(b"content-type", JSON.encode())]
+_INTERNAL_ERROR = b'{"detail":"internal error while scoring; see the server log"}'
+
+
+class InferenceService:
+    """The request handlers' shared objects (one per worker process)."""
+
+    def __init__(self, settings: Settings, runtime: Runtime | None = None, *,
+                 start_background: bool = True) -> None:
+        from mlops_assets import stores
+
+        self.settings = settings
+        self.metrics = ServingMetrics("mlops_serving")
+        self.runtime = runtime or Runtime(
+            RuntimeConfig.from_settings(settings), client_factory=lambda: stores.mlflow_client(settings),
+            on_swap=lambda kind, version: self.metrics.swaps.labels(kind, version).inc())
+        self.predlog = PredictionLog(settings.serving_log_dir, settings.serving.log_flush_rows,
+                                     settings.serving.log_flush_seconds)
+        self.access_log = AccessLog(app="inference") if settings.serving.access_log else None
+        self.request_ids = RequestIds()
+        self.start_background = start_background
+        self.max_body = settings.serving.max_body_bytes
+        self.max_batch = settings.serving.max_batch
+        self.challenger_share = settings.serving.challenger_traffic_percent / 100.0
+
+    def start(self) -> None:
+        # Background threads (log flushes, the poller loading a model) hold the GIL in bursts; a 1 ms
+        # switch interval (default 5 ms) bounds how long a request waits for the event loop to get it.
+        sys.setswitchinterval(0.001)
+        try:
+            import torch
+
+            torch.set_num_threads(1)  # one intra-op thread per worker: scale with processes instead
+        except ImportError:  # pragma: no cover - torch is a dependency
+            pass
+        self.predlog.start()
+        if self.access_log is not None:
+            self.access_log.start()
+        if self.start_background:
+            self.runtime.start()
+
+    def stop(self) -> None:
+        self.runtime.stop()
+        self.predlog.close()
+        self.metrics.log_dropped.inc(self.predlog.rows_dropped)
+        if self.access_log is not None:
+            self.access_log.close()
+        mark_process_dead()
+
+    def score(self, body: bytes, request_id: str, started: float) -> tuple[int, bytes, str]:
+        """The whole of ``/predict`` after the body is read: (status, JSON body, model version)."""
+        state = self.runtime.state
+        if not state.ready:
+            raise PayloadError(503, "not ready: " + "; ".join(state.problems))
+        payload = parse_payload(body, self.max_batch)
+        model, online, variant = state.model, state.online, "production"
+        if state.challenger is not None and random.random() < self.challenger_share:
+            model, online, variant = state.challenger, state.challenger_online, "challenger"
+        try:
+            x, entities = build_matrix(payload, model.features, model.index, online, ENTITY_KEY,
+                                       state.snapshot_version)
+        except PayloadError as exc:
+            exc.model_version = model.version  # type: ignore[attr-defined]
+            raise
+        predictions, probabilities = model.predict(x)
+        snapshot_version = state.snapshot_version
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        self.predlog.append(LogRecord(request_id, time.time(), latency_ms, model.name, model.version,
+                                      model.alias, variant, snapshot_version, entities, model.features, x,
+                                      predictions, probabilities))
+        self.metrics.count_predictions(model.name, model.version, variant, len(entities))
+        return 200, orjson.dumps({
+            "request_id": request_id, "model_name": model.name, "model_version": model.version,
+            "alias": model.alias, "variant": variant, "snapshot_version": snapshot_version,
+            "predictions": _jsonable(predictions), "probabilities": _jsonable(probabilities),
+        }, option=_DUMPS_OPTS), model.version
+
+    async def predict_asgi(self, scope: dict, receive: Any, send: Any) -> None:
+        """``POST /predict`` as a bare ASGI handler: no routing, no framework layers on the hot path."""
+        started = time.perf_counter()
+        request_id = self.request_ids.next()
+        version = ""
+        try:
+            body = await read_asgi_body(scope, receive, self.max_body)
+            status, payload, version = self.score(body, request_id, started)
+        except PayloadError as exc:
+            status, payload = exc.status, orjson.dumps({"detail": exc.detail})
+            version = getattr(exc, "model_version", "")
+        except ClientGone:
+            return
+        except Exception:
+            log.exception("scoring failed (request %s)", request_id)
+            status, payload = 500, _INTERNAL_ERROR
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [*_JSON_HEADERS, (b"content-length", str(len(payload)).encode())]})
+        await send({"type": "http.response.body", "body": payload})
+        elapsed = time.perf_counter() - started
+        self.metrics.observe_request("/predict", "POST", status, version, elapsed)
+        if self.access_log is not None:
+            client = scope.get("client")
+            self.access_log.record((time.time(), "POST", "/predict", status, elapsed * 1000.0, request_id,
+                                    version, client[0] if client else None))
+
+    async def predict(self, request: Request) -> Response:
+        """``POST /predict`` through FastAPI (same logic; used when the FastAPI app is mounted directly)."""
+        scope = request.scope
+        try:
+            body = await read_body(request, self.max_body)
+            status, payload, version = self.score(body, scope[SCOPE_REQUEST_ID], time.perf_counter())
+        except PayloadError as exc:
+            scope[SCOPE_MODEL_VERSION] = getattr(exc, "model_version", "")
+            return error_response(exc)
+        scope[SCOPE_MODEL_VERSION] = version
+        return Response(payload, status_code=status, media_type=JSON)
+
+    async def invoke(self, request: Request) -> Response:
+        try:
+            body = await read_body(request, self.max_body)
+            llm = self.runtime.state.llm
+            if llm is None:
+                cfg = self.runtime.config
+                raise PayloadError(503, f"the LLM chain {cfg.llm_model_name!r}@{cfg.alias} is not registered "
+                                        "or not loaded yet; register it with log_llm_model() and set the "
+                                        "alias")
+            try:
+                payload = InvokeRequest.model_validate_json(body)
+            except ValueError as exc:
+                fallback = [{"loc": ["body"], "msg": str(exc), "type": "value_error"}]
+                errors = exc.errors() if hasattr(exc, "errors") else fallback
+                raise PayloadError(422, [{"loc": ["body", *e.get("loc", ())], "msg": e.get("msg", ""),
+                                          "type": e.get("type", "value_error")} for e in errors]) from None
+        except PayloadError as exc:
+            return error_response(exc)
+        request.scope[SCOPE_MODEL_VERSION] = f"llm-{llm.version}"
+        from mlops_assets.governance.chat import LLMConfigError
+        from mlops_assets.governance.prompt_registry import PromptRegistryError
+
+        try:
+            answer = await run_in_threadpool(llm.wrapper.predict, payload.model_dump(exclude_none=True))
+        except LookupError as exc:  # no online features for the symbol
+            return json_response({"detail": str(exc)}, 404)
+        except (LLMConfigError, PromptRegistryError) as exc:  # the server's set-up, not the request
+            return json_response({"detail": f"the LLM chain cannot answer: {exc}"}, 503)
+        except ValueError as exc:  # e.g. a template variable the request did not give
+            return json_response({"detail": str(exc)}, 422)
+        except Exception as exc:  # the provider failed (network, quota...): not the client's fault
+            log.warning("LLM chain failed: %s: %s", type(exc).__name__, exc)
+            return json_response({"detail": f"the LLM provider failed: {type(exc).__name__}"}, 502)
+        answer = dict(answer)
+        answer.update(request_id=request.scope[SCOPE_REQUEST_ID], model_name=llm.name,
+                      model_version=llm.version, alias=llm.alias)
+        return json_response(answer)
+
+    def ready(self) -> Response:
+        state = self.runtime.state
+        self.metrics.ready.set(1 if state.ready else 0)
+        return json_response(state.describe(), 200 if state.ready else 503)
+
+
+class InferenceApp:
+    """The ASGI app uvicorn runs: ``POST /predict`` goes straight to the service, the rest to FastAPI.
+
+    FastAPI still declares ``/predict`` (the OpenAPI document, and the same handler when the
+    FastAPI app is used on its own); skipping its routing and middleware for the hot path halves
+    the CPU time per request.
+    """
+
+    def __init__(self, fastapi_app: FastAPI, service: InferenceService) -> None:
+        self.fastapi = fastapi_app
+        self.service = service
+        self.state = fastapi_app.state
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == "/predict" and scope["method"] == "POST":
+            await self.service.predict_asgi(scope, receive, send)
+        else:
+            await self.fastapi(scope, receive, send)
+
+    def openapi(self) -> dict[str, Any]:
+        return self.fastapi.openapi()
+
+
+def create_app(settings: Settings | None = None, runtime: Runtime | None = None, *,
+               start_background: bool = True) -> InferenceApp:
+    """Build the inference app (``settings`` default: ``get_settings()``)."""
+    settings = settings or get_settings()
+    service = InferenceService(settings, runtime, start_background=start_background)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        install_json_logging()
+        service.start()
+        try:
+            yield
+        finally:
+            service.stop()
+
+    app = FastAPI(title="MLOps inference", version="1", lifespan=lifespan,
+                  description="Predictions from the model behind the serving alias, enriched from the online "
+                              "feature snapshot; the LLM chain at /invoke. See docs/api.md.")
+    app.state.service = service
+
+    @app.post("/predict", response_model=PredictResponse, responses=_ERRORS,
+              summary="Score one row or a batch",
+              openapi_extra={"requestBody": {"required": True, "content": {JSON: {
+                  "schema": predict_body_schema(ENTITY_KEY, settings.serving.max_batch)}}}})
+    async def predict(request: Request) -> Response:
+        return await service.predict(request)
+
+    @app.post("/invoke", responses={**_ERRORS, 502: {"model": ErrorMessage}}, summary="Run the LLM chain",
+              openapi_extra={"requestBody": {"required": True, "content": {JSON: {
+                  "schema": InvokeRequest.model_json_schema()}}}})
+    async def invoke(request: Request) -> Response:
+        return await service.invoke(request)
+
+    @app.get("/health", response_model=Health, summary="Liveness: the process answers")
+    async def health() -> Response:
+        return json_response({"status": "ok"})
+
+    @app.get("/ready", response_model=Readiness, responses={503: {"model": Readiness}},
+             summary="Readiness: a model and a matching snapshot are loaded")
+    async def ready() -> Response:
+        return service.ready()
+
+    @app.get("/metrics", summary="Prometheus metrics", response_class=Response,
+             responses={200: {"content": {"text/plain": {}}}})
+    async def metrics() -> Response:
+        body, content_type = service.metrics.render()
+        return Response(body, media_type=content_type)
+
+    app.add_middleware(ObservabilityMiddleware, metrics=service.metrics, access_log=service.access_log,
+                       endpoints=ENDPOINTS, request_ids=service.request_ids)
+    return InferenceApp(app, service)
+
+
+app = create_app()

@@ -1,0 +1,383 @@
+"""What the inference app serves right now, and the poller that swaps it.
+
+``Runtime.state`` is one immutable :class:`ServingState` (model, optional challenger, online
+snapshot, optional LLM chain, and the reasons it is not ready). A request reads ``state`` once
+and uses only that object, so a swap is a single reference assignment: requests in flight finish
+on the old model and snapshot, new ones see the new pair, and none fails.
+
+Every ``poll_seconds`` a daemon thread (one per worker process) asks the registry which version
+holds the serving alias and whether the online snapshot on disk changed; it loads anything new
+*beside* what is served, checks that model and snapshot belong together (the feature view
+versions the model was trained on, tag ``lineage.feature_views``, equal those in the snapshot,
+and the snapshot has every model feature), and only then swaps. A refused snapshot leaves the
+previous one in use; a new model version with no matching snapshot waits (the old one keeps
+serving). The choice itself is the pure function :func:`plan`.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable
+
+from mlops_assets.models import tags as T
+from mlops_assets.models.registry import get_version_by_alias
+from mlops_assets.models.wrapper import load_wrapper
+from serving.loaded import LoadedLLM, LoadedModel, OnlineVectors, load_model
+
+log = logging.getLogger("serving.runtime")
+STARTING = "starting: the first registry and snapshot poll has not finished yet"
+
+
+@dataclass(frozen=True)
+class ServingState:
+    """Everything one request needs, swapped as a whole."""
+
+    model: LoadedModel | None = None
+    challenger: LoadedModel | None = None
+    snapshot: Any = None
+    online: OnlineVectors | None = None
+    challenger_online: OnlineVectors | None = None
+    llm: LoadedLLM | None = None
+    problems: tuple[str, ...] = (STARTING,)
+    warnings: tuple[str, ...] = ()
+    polled_at: float | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.model is not None and self.snapshot is not None and not self.problems
+
+    def __post_init__(self) -> None:  # read on every request: resolve once
+        version = None if self.snapshot is None else str(self.snapshot.version)
+        object.__setattr__(self, "_snapshot_version", version)
+
+    @property
+    def snapshot_version(self) -> str | None:
+        return self._snapshot_version  # type: ignore[attr-defined]
+
+    def describe(self) -> dict[str, Any]:
+        snap = None
+        if self.snapshot is not None:
+            snap = {"version": self.snapshot_version,
+                    "feature_view_versions": dict(self.snapshot.feature_view_versions or {})}
+        return {
+            "ready": self.ready,
+            "model": self.model.describe() if self.model else None,
+            "challenger": self.challenger.describe() if self.challenger else None,
+            "snapshot": snap,
+            "llm": self.llm.describe() if self.llm else None,
+            "problems": list(self.problems),
+            "warnings": list(self.warnings),
+            "polled_at": self.polled_at,
+        }
+
+
+# --- compatibility and the choice ---------------------------------------------------------------
+
+
+def compatibility(model: LoadedModel, snapshot: Any) -> list[str]:
+    """Why ``snapshot`` cannot feed ``model`` (empty when it can)."""
+    reasons: list[str] = []
+    versions = dict(snapshot.feature_view_versions or {})
+    where = f"snapshot {snapshot.version}"
+    for view, wanted in sorted(model.feature_views.items()):
+        got = versions.get(view)
+        if got is None:
+            reasons.append(f"feature view {view!r} is not in {where} (model version {model.version} "
+                           f"was trained on {view} {wanted})")
+        elif str(got) != str(wanted):
+            reasons.append(f"feature view {view!r} is {got} in {where} but model version {model.version} "
+                           f"was trained on {wanted}")
+    names = set(snapshot.feature_names or ())
+    missing = [f for f in model.features if f not in names]
+    if missing:
+        reasons.append(f"{where} lacks model feature(s) {missing}")
+    return reasons
+
+
+def plan(current: LoadedModel | None, pending: LoadedModel | None, live: Any, newest: Any
+         ) -> tuple[LoadedModel | None, Any, list[str], list[str]]:
+    """Pick (model, snapshot, problems, warnings): the newest compatible pair.
+
+    Preference: (pending, newest), (pending, live), (current, newest), (current, live). Each
+    better pair that was refused is reported as a warning; when no pair fits, the newest model
+    is kept with no snapshot and the reasons become problems (not ready).
+    """
+    models = [m for m in (pending, current) if m is not None]
+    snaps = [s for i, s in enumerate((newest, live)) if s is not None and (i == 0 or s is not newest)]
+    if not models:
+        return None, (newest or live), ["no model loaded"], []
+    if not snaps:
+        return models[0], None, ["no online feature snapshot has been written yet"], []
+    refused: list[str] = []
+    for model in models:
+        for snap in snaps:
+            reasons = compatibility(model, snap)
+            if not reasons:
+                warnings = [f"refused {r}" for r in refused]
+                if model is not models[0]:
+                    warnings.append(f"model version {models[0].version} waits for a matching snapshot; "
+                                    f"version {model.version} keeps serving")
+                return model, snap, [], warnings
+            refused.append(f"snapshot {snap.version} for model version {model.version}: "
+                           + "; ".join(reasons))
+    return models[0], None, [f"refused {r}" for r in refused], []
+
+
+# --- the runtime ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    model_name: str
+    alias: str
+    online_dir: Path
+    poll_seconds: float = 5.0
+    challenger_alias: str = T.ALIAS_CHALLENGER
+    challenger_percent: float = 0.0
+    llm_model_name: str | None = None
+    tracking_uri: str | None = None
+    llm_api_key: Any = None  # a pydantic SecretStr (its repr hides the value)
+    llm_base_url: str | None = None
+
+    @classmethod
+    def from_settings(cls, s: Any) -> RuntimeConfig:
+        return cls(model_name=s.model.name, alias=s.serving_alias, online_dir=Path(s.online_dir),
+                   poll_seconds=s.serving.poll_seconds, challenger_alias=s.model.challenger_alias,
+                   challenger_percent=s.serving.challenger_traffic_percent,
+                   llm_model_name=s.llm.llm_model_name, tracking_uri=s.mlflow_tracking_uri,
+                   llm_api_key=s.llm.api_key, llm_base_url=s.llm.base_url)
+
+
+class SnapshotWatcher:
+    """Hands out a freshly loaded store whenever the published snapshot changes (never mutates one in use).
+
+    Cheap when nothing changed: one ``stat`` of the manifest. When the manifest file changed, it is
+    read and compared on (data version, feature view versions, feature names), so a republication
+    that only changes the view versions (same data bytes, same content version) is seen too.
+    """
+
+    def __init__(self, directory: Path, factory: Callable[[Path], Any]) -> None:
+        self.directory, self.factory = directory, factory
+        self._signature: tuple[int, int, int] | None = None
+        self._identity: tuple | None = None
+
+    @staticmethod
+    def identity(manifest: dict[str, Any]) -> tuple:
+        views = json.dumps(manifest.get("feature_view_versions") or {}, sort_keys=True)
+        return manifest.get("version"), views, tuple(manifest.get("feature_names") or ())
+
+    def poll(self) -> Any:
+        """A new loaded store if the published snapshot changed since the last call, else None."""
+        from mlops_assets.features.atomic import manifest_path, read_manifest
+        from mlops_assets.features.online import SNAPSHOT_NAME
+
+        path = manifest_path(self.directory, SNAPSHOT_NAME)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path} does not exist; materialize the online_features asset") from None
+        signature = (st.st_mtime_ns, st.st_size, st.st_ino)
+        if signature == self._signature:
+            return None
+        if self.identity(read_manifest(self.directory, SNAPSHOT_NAME)) == self._identity:
+            self._signature = signature
+            return None
+        fresh = self.factory(self.directory)
+        fresh.load()
+        self._signature, self._identity = signature, self.identity(fresh.manifest)
+        return fresh
+
+
+def _default_store_factory(directory: Path) -> Any:
+    from mlops_assets.features.online import OnlineFeatureStore
+
+    return OnlineFeatureStore(directory)
+
+
+class Runtime:
+    """Holds the ``ServingState`` of one worker and polls for new versions."""
+
+    def __init__(self, config: RuntimeConfig, client_factory: Callable[[], Any],
+                 store_factory: Callable[[Path], Any] | None = None,
+                 on_swap: Callable[[str, str], None] | None = None) -> None:
+        self.config = config
+        self._client_factory = client_factory
+        self._client: Any = None
+        self._watcher = SnapshotWatcher(Path(config.online_dir), store_factory or _default_store_factory)
+        self._on_swap = on_swap or (lambda kind, version: None)
+        self.state = ServingState()
+        self._newest: Any = None
+        self._pending: LoadedModel | None = None
+        self._loaded: dict[tuple[str, str], LoadedModel] = {}  # (variant, version) -> last loaded
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- loading ----------------------------------------------------------------------------------
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = self._client_factory()
+        return self._client
+
+    def _load_model(self, alias: str, variant: str, warnings: list[str]) -> tuple[bool, LoadedModel | None]:
+        """(alias set?, the loaded model for the version holding ``alias``)."""
+        name = self.config.model_name
+        version = get_version_by_alias(self.client(), name, alias)
+        if version is None:
+            return False, None
+        key = (variant, str(version.version))
+        if key in self._loaded:
+            return True, self._loaded[key]
+        try:
+            model = load_model(self.client(), name, version, alias, variant)
+        except Exception as exc:  # a broken artifact must not stop the poller
+            log.exception("could not load %s version %s", name, version.version)
+            warnings.append(f"could not load {name} version {version.version} ({alias}): {exc}")
+            return True, None
+        self._loaded = {k: v for k, v in self._loaded.items() if k[0] != variant}
+        self._loaded[key] = model
+        return True, model
+
+    def _poll_snapshot(self, warnings: list[str]) -> str | None:
+        try:
+            fresh = self._watcher.poll()
+        except Exception as exc:
+            if self._newest is None:
+                return f"no online feature snapshot in {self.config.online_dir}: {exc}"
+            warnings.append(f"could not read the online snapshot: {exc}")
+            return None
+        if fresh is not None:
+            self._newest = fresh
+        return None
+
+    def _load_llm(self, current: LoadedLLM | None, warnings: list[str]) -> LoadedLLM | None:
+        name = self.config.llm_model_name
+        if not name:
+            return None
+        try:
+            version = get_version_by_alias(self.client(), name, self.config.alias)
+            if version is None:
+                return None
+            if current is not None and current.version == str(version.version):
+                if hasattr(current.wrapper, "refresh"):
+                    current.wrapper.refresh()
+                return current
+            wrapper = load_wrapper(f"models:/{name}/{version.version}", self.client(),
+                                   feature_lookup=self.lookup_features, tracking_uri=self.config.tracking_uri,
+                                   environ=self._llm_environ())
+            return LoadedLLM(name, str(version.version), self.config.alias, wrapper)
+        except Exception as exc:
+            warnings.append(f"LLM chain {name}@{self.config.alias} not available: {exc}")
+            return current
+
+    def _llm_environ(self) -> dict[str, str]:
+        """The process environment plus the LLM credentials from the settings (never logged)."""
+        env = dict(os.environ)
+        if self.config.llm_api_key is not None:
+            env["OPENAI_API_KEY"] = self.config.llm_api_key.get_secret_value()
+        if self.config.llm_base_url:
+            env["OPENAI_BASE_URL"] = self.config.llm_base_url
+        return env
+
+    def lookup_features(self, entity: str) -> dict[str, Any] | None:
+        """The online feature row of ``entity`` in the snapshot in use (the LLM chain's lookup)."""
+        snapshot = self.state.snapshot
+        return None if snapshot is None else snapshot.lookup(entity)
+
+    # -- one poll ---------------------------------------------------------------------------------
+    def refresh(self) -> ServingState:
+        """Poll once and swap what changed; returns the state now served. Never raises."""
+        with self._lock:
+            try:
+                return self._refresh()
+            except Exception as exc:  # e.g. the registry database is unreachable
+                log.exception("poll failed")
+                old = self.state
+                problems = old.problems if old.model is None else ()
+                self.state = replace(old, problems=problems, polled_at=time.time(),
+                                     warnings=(f"poll failed, still serving what was loaded: {exc}",))
+                return self.state
+
+    def _refresh(self) -> ServingState:
+        old, cfg = self.state, self.config
+        warnings: list[str] = []
+        alias_set, candidate = self._load_model(cfg.alias, "production", warnings)
+        current = old.model
+        is_new = candidate is not None and (current is None or candidate.version != current.version)
+        pending = candidate if is_new else None
+        snapshot_problem = self._poll_snapshot(warnings)
+        model, snapshot, problems, plan_warnings = plan(current, pending, old.snapshot, self._newest)
+        warnings += plan_warnings
+        if model is None:
+            problems = [f"no version of model {cfg.model_name!r} has alias {cfg.alias!r} yet: register one "
+                        "and promote it" if not alias_set else
+                        f"model {cfg.model_name!r}@{cfg.alias} could not be loaded"]
+        elif not alias_set:
+            warnings.append(f"alias {cfg.alias!r} is no longer set on {cfg.model_name!r}; still serving "
+                            f"version {model.version}")
+        if snapshot_problem and snapshot is None:
+            problems = [snapshot_problem, *[p for p in problems if "no online feature snapshot" not in p]]
+        challenger, challenger_online = self._challenger(model, snapshot, old, warnings)
+        llm = self._load_llm(old.llm, warnings)
+        online = old.online if (model is old.model and snapshot is old.snapshot) else (
+            OnlineVectors(snapshot, model.features) if model is not None and snapshot is not None else None)
+        state = ServingState(model=model, challenger=challenger, snapshot=snapshot, online=online,
+                             challenger_online=challenger_online, llm=llm, problems=tuple(problems),
+                             warnings=tuple(warnings), polled_at=time.time())
+        self.state = state  # the swap: one reference assignment
+        swapped = False
+        if model is not None and model is not old.model:
+            log.info("serving %s version %s (%s)", model.name, model.version, model.alias)
+            self._on_swap("model", model.version)
+            swapped = True
+        if snapshot is not None and snapshot is not old.snapshot:
+            log.info("serving online snapshot %s", snapshot.version)
+            self._on_swap("snapshot", str(snapshot.version))
+            swapped = True
+        if swapped or llm is not old.llm:
+            # Hundreds of thousands of long-lived objects (torch, MLflow, the snapshot) would make every
+            # full garbage collection pause requests for ~0.1-0.3 s; freezing moves them out of its reach.
+            gc.freeze()
+        return state
+
+    def _challenger(self, model: LoadedModel | None, snapshot: Any, old: ServingState, warnings: list[str]
+                    ) -> tuple[LoadedModel | None, OnlineVectors | None]:
+        cfg = self.config
+        off = cfg.challenger_percent <= 0 or cfg.challenger_alias == cfg.alias
+        if off or model is None or snapshot is None:
+            return None, None
+        _, challenger = self._load_model(cfg.challenger_alias, "challenger", warnings)
+        if challenger is None or challenger.version == model.version:
+            return None, None
+        reasons = compatibility(challenger, snapshot)
+        if reasons:
+            warnings.append(f"challenger version {challenger.version} gets no traffic: " + "; ".join(reasons))
+            return None, None
+        if challenger is old.challenger and snapshot is old.snapshot:
+            return challenger, old.challenger_online
+        return challenger, OnlineVectors(snapshot, challenger.features)
+
+    # -- the poller thread ------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="serving-poller", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        self.refresh()
+        while not self._stop.wait(self.config.poll_seconds):
+            self.refresh()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
