@@ -118,14 +118,22 @@ def install_error_handlers(app: FastAPI) -> None:
     """Map the platform's errors onto HTTP answers that say what was wrong (never a 500 for bad input)."""
     from mlops_assets.evaluation.errors import EvaluationInputError
     from mlops_assets.features.atomic import PublicationNameError, PublicationNotFoundError
+    from mlops_assets.governance.prompts import PromptLibraryError
     from mlops_assets.governance.records import GovernanceError
     from mlops_assets.models.registry import RegistryError
 
     def answer(status: int, detail: str, **extra: Any) -> JSONResponse:
         return JSONResponse({"detail": detail, **{k: v for k, v in extra.items() if v is not None}}, status)
 
+    @app.exception_handler(PromptLibraryError)
+    async def prompt_library(_: Request, exc: PromptLibraryError) -> JSONResponse:
+        missing = "no template" in str(exc) or "not found" in str(exc)
+        return answer(404 if missing else 422, str(exc))
+
     @app.exception_handler(GovernanceError)
     async def governance(_: Request, exc: GovernanceError) -> JSONResponse:
+        if exc.field == "template_id":  # an unknown prompt template
+            return answer(404, str(exc), field=exc.field)
         return answer(409, str(exc), field=exc.field, reasons=getattr(exc, "reasons", None))
 
     @app.exception_handler(PublicationNotFoundError)

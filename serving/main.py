@@ -43,6 +43,7 @@ from serving.observability import (  # noqa: E402
     install_json_logging,
 )
 from serving.payload import PayloadError, parse_payload, build_matrix  # noqa: E402
+from mlops_assets.governance.usage import UsageRecord  # noqa: E402
 from serving.predlog import LogRecord, PredictionLog  # noqa: E402
 from serving.runtime import Runtime, RuntimeConfig  # noqa: E402
 from serving.schemas import (  # noqa: E402
@@ -147,6 +148,9 @@ class InferenceService:
             on_swap=lambda kind, version: self.metrics.swaps.labels(kind, version).inc())
         self.predlog = PredictionLog(settings.serving_log_dir, settings.serving.log_flush_rows,
                                      settings.serving.log_flush_seconds)
+        from mlops_assets.governance.usage import UsageLogger, usage_log_dir
+
+        self.usage = UsageLogger(usage_log_dir(settings.serving_log_dir))
         self.access_log = AccessLog(app="inference") if settings.serving.access_log else None
         self.request_ids = RequestIds()
         self.start_background = start_background
@@ -165,6 +169,7 @@ class InferenceService:
         except ImportError:  # pragma: no cover - torch is a dependency
             pass
         self.predlog.start()
+        self.usage.start()
         if self.access_log is not None:
             self.access_log.start()
         if self.start_background:
@@ -173,6 +178,7 @@ class InferenceService:
     def stop(self) -> None:
         self.runtime.stop()
         self.predlog.close()
+        self.usage.close()
         self.metrics.log_dropped.inc(self.predlog.rows_dropped)
         if self.access_log is not None:
             self.access_log.close()
@@ -266,21 +272,34 @@ class InferenceService:
         from mlops_assets.governance.chat import LLMConfigError
         from mlops_assets.governance.prompt_registry import PromptRegistryError
 
+        started = time.perf_counter()
+        request_id = request.scope[SCOPE_REQUEST_ID]
         try:
             answer = await run_in_threadpool(llm.wrapper.predict, payload.model_dump(exclude_none=True))
         except LookupError as exc:  # no online features for the symbol
-            return json_response({"detail": str(exc)}, 404)
+            return self._invoke_failed(llm, request_id, started, 404, str(exc))
         except (LLMConfigError, PromptRegistryError) as exc:  # the server's set-up, not the request
-            return json_response({"detail": f"the LLM chain cannot answer: {exc}"}, 503)
+            return self._invoke_failed(llm, request_id, started, 503, f"the LLM chain cannot answer: {exc}")
         except ValueError as exc:  # e.g. a template variable the request did not give
-            return json_response({"detail": str(exc)}, 422)
+            return self._invoke_failed(llm, request_id, started, 422, str(exc))
         except Exception as exc:  # the provider failed (network, quota...): not the client's fault
             log.warning("LLM chain failed: %s: %s", type(exc).__name__, exc)
-            return json_response({"detail": f"the LLM provider failed: {type(exc).__name__}"}, 502)
+            return self._invoke_failed(llm, request_id, started, 502,
+                                       f"the LLM provider failed: {type(exc).__name__}")
         answer = dict(answer)
-        answer.update(request_id=request.scope[SCOPE_REQUEST_ID], model_name=llm.name,
-                      model_version=llm.version, alias=llm.alias)
+        answer.update(request_id=request_id, model_name=llm.name, model_version=llm.version, alias=llm.alias)
+        self.usage.log(UsageRecord.from_answer(answer, latency_ms=(time.perf_counter() - started) * 1000,
+                                               request_id=request_id))
         return json_response(answer)
+
+    def _invoke_failed(self, llm: Any, request_id: str, started: float, status: int, detail: str) -> Response:
+        """Answer an /invoke failure and record it in the usage log (template, latency, status)."""
+        config = getattr(llm.wrapper, "config", None)
+        prompt_id = getattr(config, "prompt_id", None) or "unknown"
+        self.usage.log(UsageRecord.failure(str(prompt_id), latency_ms=(time.perf_counter() - started) * 1000,
+                                           http_status=status, error=detail, request_id=request_id,
+                                           model=llm.name))
+        return json_response({"detail": detail}, status)
 
     def ready(self) -> Response:
         state = self.runtime.state

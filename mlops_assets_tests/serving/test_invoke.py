@@ -56,3 +56,14 @@ def test_invoke_answers_through_the_registered_chain(world: World, tmp_path: Pat
         missing = httpx.post(f"{server.url}/invoke", json={"symbol": "NOPE"})
         assert missing.status_code == 404 and "NOPE" in missing.json()["detail"]
         assert httpx.post(f"{server.url}/invoke", json={"symbol": ""}).status_code == 422
+    # every call is in the usage log (template, version, status, latency, tokens), flushed at shutdown
+    from mlops_assets.governance.usage import read_usage, summarise_usage, usage_log_dir
+
+    usage = read_usage(usage_log_dir(settings.serving_log_dir))
+    assert set(usage["status"].to_list()) >= {"ok", "error"}
+    ok = usage.filter(usage["status"] == "ok").row(0, named=True)
+    assert (ok["template_id"], ok["template_version"]) == ("market_narrative", template.version)
+    assert ok["completion_tokens"] > 0 and ok["latency_ms"] > 0
+    summary = summarise_usage(usage)
+    assert summary["calls"].sum() == usage.height >= 2
+    assert summary.filter(summary["template_version"] == template.version)["success_rate"].to_list() == [1.0]

@@ -281,3 +281,31 @@ def test_audit_verifies_and_prompts_are_listed(mgmt: Mgmt) -> None:
         assert one["template"]["template"] and one["state"] is None
         r = api.put("/api/v1/prompt-governance/templates/market_narrative", json={}, headers=ADMIN)
         assert r.status_code == 405 and "prompts/" in r.json()["detail"]
+
+
+def test_prompt_review_workflow_over_http(mgmt: Mgmt) -> None:
+    base = "/api/v1/prompt-governance/templates"
+    with _api(mgmt) as api:
+        assert api.post(f"{base}/market_narrative/1.0.0/submit").status_code == 401
+        listed = {t["id"]: t for t in api.get(base).json()["items"]}
+        version = listed["market_narrative"]["version"]
+        path = f"{base}/market_narrative/{version}"
+        rendered = api.post(f"{path}/test", json={})
+        assert rendered.status_code == 200 and "{{" not in rendered.json()["rendered"]
+        assert api.post(f"{path}/test", json={"variables": {"symbol": "AAA"}}).status_code == 422  # names missing
+        r = api.post(f"{path}/submit", headers=ADMIN, json={"comment": "weekly narrative v1"}, timeout=180)
+        assert r.status_code == 200, r.text
+        assert r.json()["decision"]["state"] == "IN_REVIEW" and r.json()["evaluation"]["passed"]
+        refused = api.post(f"{path}/approve", headers=ADMIN)  # the submitter may not approve
+        assert refused.status_code == 409 and "submitted this version" in refused.text
+        r = api.post(f"{path}/approve", headers=APPROVER, json={"comment": "grounded, on brand"})
+        assert r.status_code == 200, r.text
+        assert r.json()["decision"]["state"] == "APPROVED" and r.json()["decision"]["actor"] == "bob"
+        assert api.get(f"{base}/market_narrative").json()["state"] == "APPROVED"
+        assert api.get(f"{base}/no_such_prompt").status_code == 404
+        assert api.post(f"{base}/no_such_prompt/1.0.0/submit", headers=ADMIN).status_code == 404
+        assert api.put(f"{base}/market_narrative", json={}).status_code == 405
+        assert api.get("/api/v1/prompt-governance/usage").status_code == 200
+        audit = api.get("/api/v1/audit", params={"subject_id": f"market_narrative/{version}"}).json()["items"]
+        assert {"prompt.submitted", "prompt.evaluated", "decision.approved"} <= {a["action"] for a in audit}
+        assert api.get("/api/v1/audit/verify").json()["ok"]
