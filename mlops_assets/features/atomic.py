@@ -101,7 +101,11 @@ def publish_frame(
     out = Path(out_dir)
     check_name(name)
     data = parquet_bytes(df)
-    version = hashlib.sha256(data).hexdigest()[:16]
+    # the version covers the data and what the manifest says about it (e.g. the feature view
+    # versions of an online snapshot): republishing the same rows under new view versions is new
+    digest = hashlib.sha256(data)
+    digest.update(json.dumps(extra or {}, sort_keys=True, default=str).encode())
+    version = digest.hexdigest()[:16]
     data_file = f"{name}-{version}.parquet"
     data_path = out / data_file
     if not data_path.exists():  # same content, same version: the published file is already there

@@ -176,3 +176,15 @@ def test_readers_never_see_a_half_written_snapshot(tmp_path: Path) -> None:
     assert child.returncode == 0, out
     assert problems == []
     assert store.lookup("S007")["f0"] == 19.0
+
+
+def test_same_rows_under_new_view_versions_is_a_new_snapshot(tmp_path: Path, frames) -> None:  # noqa: ANN001
+    from dataclasses import replace
+
+    first = write_online_snapshot(frames, FEATURE_VIEWS, tmp_path)
+    store = OnlineFeatureStore(tmp_path).load()
+    bumped = (replace(FEATURE_VIEWS[0], version="1.0.1"), *FEATURE_VIEWS[1:])
+    second = write_online_snapshot(frames, bumped, tmp_path)
+    assert second.version != first.version
+    assert store.maybe_reload() is True
+    assert store.feature_view_versions[FEATURE_VIEWS[0].name] == "1.0.1"
