@@ -27,7 +27,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from fastapi.responses import PlainTextResponse
 from pydantic import ValidationError
 
-from mlops_assets.evaluation.scenarios import ScenarioWindow
+from mlops_assets.evaluation.scenarios import ScenarioWindow, saved_scenarios, scenarios_file
 from mlops_assets.features import readmodels
 from mlops_assets.monitoring.served import find_prediction
 from serving.auth import Identity, require
@@ -54,13 +54,8 @@ APPROVER = require("approver", _keyring)
 # --- scenarios ------------------------------------------------------------------------------------------
 
 
-def scenarios_path(home: FsPath) -> FsPath:
-    return FsPath(home) / "evaluation" / "scenarios.json"
-
-
 def _saved(c: ApiContext) -> list[dict[str, Any]]:
-    path = scenarios_path(c.settings.home)
-    return json.loads(path.read_text()) if path.exists() else []
+    return saved_scenarios(c.settings.home)
 
 
 def _write_atomic(path: FsPath, items: list[dict[str, Any]]) -> None:
@@ -94,7 +89,7 @@ def save_scenario(body: ScenarioIn, who: Identity = ADMIN, c: ApiContext = Depen
             "description": body.description, "saved_by": who.owner,
             "saved_at": datetime.now(timezone.utc).isoformat()}
     items = [s for s in _saved(c) if s.get("name") != body.name] + [item]
-    _write_atomic(scenarios_path(c.settings.home), items)
+    _write_atomic(scenarios_file(c.settings.home), items)
     c.store.append_audit(who.owner, "evaluation.scenario_saved", "scenario", body.name,
                          {"start": item["start"], "end": item["end"]})
     return item

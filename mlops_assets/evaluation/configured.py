@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from mlops_assets.evaluation.compliance import CompliancePolicy
 from mlops_assets.evaluation.report import EvaluationConfig
+from mlops_assets.evaluation.scenarios import saved_scenarios
 
 if TYPE_CHECKING:
     from mlops_assets.settings import Settings
@@ -25,9 +26,11 @@ def compliance_policy(settings: Settings) -> CompliancePolicy:
 
 
 def evaluation_config(settings: Settings) -> EvaluationConfig:
+    """The evaluation knobs; stress scenarios are the configured ones plus those saved over the API."""
     e = settings.evaluation
+    saved = [{k: s[k] for k in ("name", "start", "end")} for s in saved_scenarios(settings.home)]
     return EvaluationConfig(
         segment_col=e.fairness_attribute, cost_bps=e.cost_bps, stress_windows=e.stress_windows,
-        stress_window_days=e.stress_window_days, scenarios=e.scenarios, shap_max_rows=e.shap_sample,
+        stress_window_days=e.stress_window_days, scenarios=[*e.scenarios, *saved], shap_max_rows=e.shap_sample,
         horizon=settings.features.horizon_days,
     )

@@ -8,6 +8,9 @@ overlaps one already chosen. Each scenario gets the same per-strategy table as t
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import datetime as dt
 import math
 from dataclasses import dataclass, field
@@ -169,3 +172,14 @@ def build_scenarios(
         table = strategy_table(daily, w.start, w.end)
         scenarios.append(Scenario(w.name, "configured", w.start, w.end, table))
     return scenarios
+
+
+def scenarios_file(home: str | Path) -> Path:
+    """Where stress scenarios saved through the management API live (``$MLOPS_HOME/evaluation``)."""
+    return Path(home) / "evaluation" / "scenarios.json"
+
+
+def saved_scenarios(home: str | Path) -> list[dict[str, str]]:
+    """Scenarios saved through the management API (``name``, ``start``, ``end``, ``description``)."""
+    path = scenarios_file(home)
+    return json.loads(path.read_text()) if path.exists() else []
