@@ -1,19 +1,12 @@
 """The prediction log writer: a list append on the request path, Parquet segments off it.
 
 ``PredictionLog.append`` puts one tuple per request on a ``collections.deque`` (thread-safe, no
-lock). A daemon thread closes a segment (``mlops_assets.monitoring.served.write_segment``: temp
-file, fsync, rename) every ``flush_rows`` rows or ``flush_seconds`` seconds, and ``close()``
-writes what is left at shutdown. Segment names carry this process's start time, pid and a
-sequence number, so several workers share one directory safely.
+lock); ``mlops_assets.data.segments.SegmentLog`` closes segments off the request path (temp file,
+fsync, rename) every ``flush_rows`` rows or ``flush_seconds`` seconds and at shutdown.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import threading
-import time
-from collections import deque
 from itertools import chain
 from pathlib import Path
 from typing import NamedTuple
@@ -21,15 +14,9 @@ from typing import NamedTuple
 import numpy as np
 import polars as pl
 
-from mlops_assets.monitoring.served import (
-    NAMES_COLUMN,
-    SEGMENT_SCHEMA,
-    VALUES_COLUMN,
-    segment_name,
-    write_segment,
-)
+from mlops_assets.data.segments import SegmentLog
+from mlops_assets.monitoring.served import NAMES_COLUMN, SEGMENT_PREFIX, SEGMENT_SCHEMA, VALUES_COLUMN
 
-log = logging.getLogger("serving.predlog")
 
 
 class LogRecord(NamedTuple):
@@ -98,76 +85,10 @@ def records_to_frame(records: list[LogRecord]) -> pl.DataFrame:
     return pl.concat(frames) if frames else pl.DataFrame(schema=SEGMENT_SCHEMA)
 
 
-class PredictionLog:
-    """Buffered, append-only prediction log for one worker process."""
+class PredictionLog(SegmentLog[LogRecord]):
+    """Buffered, append-only prediction log for one worker process (``mlops_assets/data/segments.py``)."""
 
     def __init__(self, log_dir: str | Path, flush_rows: int = 5000, flush_seconds: float = 2.0) -> None:
-        self.log_dir = Path(log_dir)
-        self.flush_rows = int(flush_rows)
-        self.flush_seconds = float(flush_seconds)
-        self._token = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"{int(time.time() * 1000) % 1000:03d}"
-        self._seq = 0
-        self._queue: deque[LogRecord] = deque()
-        self._pending_rows = 0
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._lock = threading.Lock()  # serialises flushes (thread vs close())
-        self._thread: threading.Thread | None = None
-        self.segments_written = 0
-        self.rows_written = 0
-        self.rows_dropped = 0
-
-    # -- request path -------------------------------------------------------------------------
-    def append(self, record: LogRecord) -> None:
-        """O(1): queue the record; wake the flusher when a segment's worth is waiting."""
-        self._queue.append(record)
-        self._pending_rows += len(record.entities)
-        if self._pending_rows >= self.flush_rows:
-            self._wake.set()
-
-    # -- background ------------------------------------------------------------------------------
-    def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
-            self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(self.flush_seconds)
-            self._wake.clear()
-            try:
-                self.flush()
-            except Exception:  # never let the flusher die; the rows are counted as dropped
-                log.exception("prediction log flush failed")
-
-    def flush(self) -> Path | None:
-        """Write everything queued as one closed segment; returns its path (None when empty)."""
-        with self._lock:
-            n = len(self._queue)
-            if n == 0:
-                return None
-            records = [self._queue.popleft() for _ in range(n)]
-            self._pending_rows = len(self._queue)
-            rows = sum(len(r.entities) for r in records)
-            try:
-                frame = records_to_frame(records)
-                self._seq += 1
-                path = write_segment(frame, self.log_dir, segment_name(self._token, os.getpid(), self._seq))
-            except Exception:
-                self.rows_dropped += rows
-                raise
-            self.segments_written += 1
-            self.rows_written += rows
-            return path
-
-    def close(self) -> None:
-        """Stop the flusher and write the remaining rows (called at shutdown)."""
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
-        try:
-            self.flush()
-        except Exception:
-            log.exception("final prediction log flush failed")
+        super().__init__(log_dir, prefix=SEGMENT_PREFIX, schema=SEGMENT_SCHEMA, to_frame=records_to_frame,
+                         flush_rows=flush_rows, flush_seconds=flush_seconds,
+                         rows_of=lambda record: len(record.entities), name="prediction-log")

@@ -15,11 +15,7 @@ version: calls, success rate, latency p50/p95/p99, tokens in/out and how many an
 
 from __future__ import annotations
 
-import logging
-import os
-import threading
 import time
-from collections import deque
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,7 +23,8 @@ from typing import Any, NamedTuple
 
 import polars as pl
 
-log = logging.getLogger(__name__)
+from mlops_assets.data import segments
+
 
 USAGE_SUBDIR = "llm"
 SEGMENT_PREFIX = "usage-"
@@ -127,99 +124,25 @@ def records_to_frame(records: list[UsageRecord]) -> pl.DataFrame:
 
 
 def write_segment(frame: pl.DataFrame, log_dir: str | Path, name: str) -> Path:
-    """Write ``frame`` as the closed segment ``name``: hidden temp file, fsync, rename."""
-    missing = [c for c in USAGE_SCHEMA if c not in frame.columns]
-    if missing:
-        raise UsageLogError(f"usage segment {name}: columns {missing} are missing")
-    out_dir = Path(log_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / f".{name}.tmp"
-    frame.select(list(USAGE_SCHEMA)).cast(USAGE_SCHEMA).write_parquet(tmp, compression="zstd")
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
-    final = out_dir / name
-    os.replace(tmp, final)
-    return final
+    """Write ``frame`` as the closed usage segment ``name``: hidden temp file, fsync, rename."""
+    try:
+        return segments.write_segment(frame, log_dir, name, USAGE_SCHEMA)
+    except segments.SegmentError as exc:
+        raise UsageLogError(str(exc)) from None
 
 
-class UsageLogger:
-    """Buffered, append-only usage log for one worker process (thread-safe)."""
+class UsageLogger(segments.SegmentLog[UsageRecord]):
+    """Buffered, append-only usage log for one worker process (thread-safe); see ``data/segments.py``."""
 
     def __init__(self, log_dir: str | Path, flush_rows: int = 1000, flush_seconds: float = 5.0) -> None:
         if flush_rows < 1 or flush_seconds <= 0:
             raise UsageLogError("flush_rows must be >= 1 and flush_seconds > 0")
-        self.log_dir = Path(log_dir)
-        self.flush_rows, self.flush_seconds = int(flush_rows), float(flush_seconds)
-        self._token = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"{int(time.time() * 1000) % 1000:03d}"
-        self._seq = 0
-        self._queue: deque[UsageRecord] = deque()
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.rows_written = 0
-        self.rows_dropped = 0
+        super().__init__(log_dir, prefix=SEGMENT_PREFIX, schema=USAGE_SCHEMA, to_frame=records_to_frame,
+                         flush_rows=flush_rows, flush_seconds=flush_seconds, name="llm-usage-log")
 
     def log(self, record: UsageRecord) -> None:
         """Queue one record (O(1)); flush when ``flush_rows`` are waiting."""
-        self._queue.append(record)
-        if len(self._queue) >= self.flush_rows:
-            if self._thread is not None:
-                self._wake.set()
-            else:
-                self.flush()
-
-    def flush(self) -> Path | None:
-        """Write everything queued as one closed segment; returns its path (None when nothing was queued)."""
-        with self._lock:
-            n = len(self._queue)
-            if n == 0:
-                return None
-            records = [self._queue.popleft() for _ in range(n)]
-            try:
-                self._seq += 1
-                name = f"{SEGMENT_PREFIX}{self._token}-{os.getpid()}-{self._seq:06d}{SEGMENT_SUFFIX}"
-                path = write_segment(records_to_frame(records), self.log_dir, name)
-            except Exception:
-                self.rows_dropped += n
-                raise
-            self.rows_written += n
-            return path
-
-    def start(self) -> UsageLogger:
-        """Flush every ``flush_seconds`` in a daemon thread (serving calls this at start-up)."""
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="llm-usage-log", daemon=True)
-            self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(self.flush_seconds)
-            self._wake.clear()
-            try:
-                self.flush()
-            except Exception:  # never let the flusher die; the rows are counted as dropped
-                log.exception("LLM usage log flush failed")
-
-    def close(self) -> None:
-        """Stop the thread and write what is left (serving calls this at shutdown)."""
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
-        try:
-            self.flush()
-        except Exception:
-            log.exception("final LLM usage log flush failed")
-
-    def __enter__(self) -> UsageLogger:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
+        self.append(record)
 
 
 def list_segments(log_dir: str | Path) -> list[Path]:

@@ -18,16 +18,16 @@ asset can remember which segments it already took.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
+from mlops_assets.data import segments
+
 SEGMENT_PREFIX = "pred-"
 SEGMENT_SUFFIX = ".parquet"
-TMP_SUFFIX = ".tmp"
 NAMES_COLUMN = "feature_names"
 VALUES_COLUMN = "feature_values"
 SEGMENT_COLUMN = "segment"
@@ -55,25 +55,12 @@ class ServedLogError(ValueError):
     """The prediction log cannot be read; the message names the directory or file."""
 
 
-def segment_name(process_token: str, pid: int, seq: int) -> str:
-    """``pred-<process start>-<pid>-<seq>.parquet``: unique per worker process and segment."""
-    return f"{SEGMENT_PREFIX}{process_token}-{pid}-{seq:06d}{SEGMENT_SUFFIX}"
-
-
 def write_segment(frame: pl.DataFrame, log_dir: str | Path, name: str) -> Path:
     """Write ``frame`` (``SEGMENT_SCHEMA``) as the closed segment ``name``: temp file, fsync, rename."""
-    missing = [c for c in SEGMENT_SCHEMA if c not in frame.columns]
-    if missing:
-        raise ServedLogError(f"segment {name}: columns {missing} are missing")
-    out_dir = Path(log_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    final = out_dir / name
-    tmp = out_dir / f".{name}{TMP_SUFFIX}"
-    frame.select(list(SEGMENT_SCHEMA)).cast(SEGMENT_SCHEMA).write_parquet(tmp, compression="zstd")
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, final)
-    return final
+    try:
+        return segments.write_segment(frame, log_dir, name, SEGMENT_SCHEMA)
+    except segments.SegmentError as exc:
+        raise ServedLogError(str(exc)) from None
 
 
 def list_closed_segments(log_dir: str | Path) -> list[Path]:
