@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-
 import dagster as dg
 import polars as pl
 
@@ -53,7 +51,9 @@ def markdown_table(df: pl.DataFrame, max_rows: int = 30, float_fmt: str = "{:.4g
 
 def png_markdown(png: bytes, alt: str = "plot") -> dg.MetadataValue:
     """An inline image (keep under ~100 KB: metadata lives in the event log)."""
-    return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})")
+    from mlops_assets.evaluation.plots import markdown_image
+
+    return dg.MetadataValue.md(markdown_image(png, alt))
 
 
 def date_range(df: pl.DataFrame, column: str = "date") -> str:

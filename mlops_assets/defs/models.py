@@ -51,29 +51,12 @@ def gate_metric_name(configured: str, metrics: dict[str, float]) -> str:
 
 
 def _loss_curve_png(curve: list[dict[str, float]]) -> bytes | None:
-    if not curve:
-        return None
-    import io
+    from mlops_assets.evaluation.plots import line_chart_png
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4.5, 2.6), dpi=80)
     epochs = [row.get("epoch", i) for i, row in enumerate(curve)]
-    for key in ("train_loss", "val_loss"):
-        values = [row.get(key) for row in curve]
-        if any(v is not None for v in values):
-            ax.plot(epochs, values, marker="o", label=key)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("loss")
-    ax.legend()
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    series = {key: (epochs, [row.get(key) for row in curve]) for key in ("train_loss", "val_loss")
+              if any(row.get(key) is not None for row in curve)}
+    return line_chart_png(series, xlabel="epoch", ylabel="loss", width=4.5, height=2.6) if series else None
 
 
 @dg.asset(

@@ -10,7 +10,6 @@
 """
 
 import datetime as dt
-import io
 
 import dagster as dg
 import polars as pl
@@ -60,26 +59,14 @@ def retrain_period_days(cron: str) -> float:
 
 
 def _trend_png(history: pl.DataFrame) -> bytes | None:
+    from mlops_assets.evaluation.plots import line_chart_png
+
     history = history.filter(pl.col("kpi").is_in(TREND_KPIS) & pl.col("value").is_not_null()).sort("as_of")
     if history.is_empty():
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.0, 2.8), dpi=80)
-    for (kpi,), rows in history.group_by("kpi", maintain_order=True):
-        ax.plot(rows["as_of"].to_list(), rows["value"].to_list(), marker="o", label=str(kpi))
-    ax.set_ylim(-0.05, 1.05)
-    ax.set_ylabel("share")
-    ax.legend(fontsize=6, loc="lower left")
-    fig.autofmt_xdate()
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    series = {str(kpi): (rows["as_of"].to_list(), rows["value"].to_list())
+              for (kpi,), rows in history.group_by("kpi", maintain_order=True)}
+    return line_chart_png(series, xlabel="date", ylabel="share", ylim=(-0.05, 1.05))
 
 
 @dg.asset(

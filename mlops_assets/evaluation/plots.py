@@ -76,6 +76,22 @@ def _figure(width: float = 4.5, height: float = 3.5) -> tuple[Figure, object]:
     return fig, fig.add_subplot(1, 1, 1)
 
 
+def line_chart_png(series: Mapping[str, tuple[Sequence, Sequence]], *, xlabel: str = "", ylabel: str = "",
+                   ylim: tuple[float, float] | None = None, width: float = 5.0, height: float = 2.8) -> bytes:
+    """A small line chart (one line per series name) as PNG bytes, e.g. a loss curve or a KPI trend."""
+    fig, ax = _figure(width, height)
+    for name, (x, y) in series.items():
+        ax.plot(list(x), list(y), marker="o", label=str(name))
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if series:
+        ax.legend(fontsize=7)
+    fig.autofmt_xdate() if xlabel == "date" else None
+    return figure_png(fig)
+
+
 def confusion_matrix_figure(
     y_true: np.ndarray, y_pred: np.ndarray, n_classes: int, title: str = ""
 ) -> Figure:
