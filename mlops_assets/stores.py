@@ -28,12 +28,12 @@ def governance_store(settings: Settings) -> GovernanceStore:
 
 
 def mlflow_client(settings: Settings) -> MlflowClient:
-    """A client on the configured tracking store and registry (also set process-wide for mlflow.*)."""
+    """A client on the configured tracking store and registry; the tracking URI is also set process-wide
+    for ``mlflow.*`` calls (the registry follows it: a process-wide registry URI would outlive it)."""
     import mlflow
     from mlflow import MlflowClient
 
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    mlflow.set_registry_uri(settings.mlflow_tracking_uri)
     return MlflowClient(tracking_uri=settings.mlflow_tracking_uri, registry_uri=settings.mlflow_tracking_uri)
 
 
