@@ -9,7 +9,7 @@ export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR ?= false
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-.PHONY: install demo test dev serve mlflow-ui features-lock bench clean
+.PHONY: install demo test dev serve mlflow-ui features-lock bench clean services services-stop bench-load backup restore
 
 install: $(VENV)/.installed
 
@@ -27,9 +27,20 @@ demo: install
 	$(BIN)/python -m mlops_assets.defs.demo
 	$(BIN)/mlops status
 
-## The test suite (CI runs this through .ci/run).
-test: install
+## The test suite (CI runs this through .ci/run). The production tests (mlops_assets_tests/production) run
+## against PostgreSQL and an MLflow server on loopback: `services` starts them first (idempotent, about a
+## second when they already run) and writes their URLs to .ci/services.env, which those tests read.
+## The venv's bin on PATH, as in an activated shell (tools started by tests, e.g. `mlflow models serve`, run uvicorn).
+test: export PATH := $(CURDIR)/$(BIN):$(PATH)
+test: install services
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
+
+## PostgreSQL (Debian's package, a test cluster) and an MLflow tracking server for the production tests.
+services: install
+	bash .ci/services.sh
+
+services-stop:
+	bash .ci/services.sh stop
 
 ## The Dagster UI with daemon (schedules, sensors), history kept in $(DAGSTER_HOME).
 dev: install
@@ -49,6 +60,19 @@ features-lock: install
 bench: install
 	$(BIN)/python benchmarks/features.py
 	$(BIN)/python benchmarks/drift.py
+
+## Load test: 500 req/s for 60 s against two workers while the model is promoted ten times.
+bench-load: install
+	$(BIN)/python benchmarks/load_promotion.py
+
+## A consistent archive of MLOPS_HOME (make backup BACKUP=/path/file.tar.gz), and its restore into an
+## empty MLOPS_HOME (make restore BACKUP=...). See docs/backup.md.
+BACKUP ?= mlops-backup-$(shell date -u +%Y%m%dT%H%M%SZ).tar.gz
+backup: install
+	$(BIN)/python -m mlops_assets.cli_ops backup --out $(BACKUP)
+
+restore: install
+	$(BIN)/python -m mlops_assets.cli_ops restore $(BACKUP)
 
 clean:
 	rm -rf $(MLOPS_HOME)

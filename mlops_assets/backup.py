@@ -221,7 +221,8 @@ def backup_home(home: Path | str, out: Path | str, *, include_secrets: bool = Tr
     started = time.monotonic()
     home, out = Path(home).resolve(), Path(out).resolve()
     if not home.is_dir():
-        raise BackupError(f"home: {home} is not a directory; set MLOPS_HOME to the home to back up", field="home")
+        raise BackupError(f"home: {home} is not a directory; set MLOPS_HOME to the home to back up",
+                          field="home")
     if out.is_relative_to(home):
         raise BackupError(f"out: {out} is inside the home being backed up; write it elsewhere", field="out")
     skip = set(exclude) | (set() if include_secrets else {SECRET_KEY_FILE})
@@ -271,7 +272,8 @@ def read_backup_manifest(archive: Path | str) -> BackupManifest:
         try:
             member = tar.extractfile(MANIFEST)
         except KeyError:
-            raise BackupError(f"{archive} has no {MANIFEST}; it is not an mlops backup", field="archive") from None
+            raise BackupError(f"{archive} has no {MANIFEST}; it is not an mlops backup",
+                              field="archive") from None
         return BackupManifest.from_dict(json.loads(member.read()))
 
 
@@ -329,8 +331,8 @@ def _make_room(home: Path, force: bool) -> Path | None:
     if not home.exists() or not any(home.iterdir()):
         return None
     if not force:
-        raise BackupError(f"home: {home} is not empty; restore into a fresh MLOPS_HOME, or pass force to move "
-                          "the current one aside", field="home")
+        raise BackupError(f"home: {home} is not empty; restore into a fresh MLOPS_HOME, or pass force to "
+                          "move the current one aside", field="home")
     aside = home.with_name(f"{home.name}.before-restore-{datetime.now(UTC):%Y%m%dT%H%M%S}")
     home.rename(aside)
     return aside

@@ -343,7 +343,10 @@ def import_model(source_uri: Annotated[str, typer.Argument(help="runs:/<id>/mode
 
 
 # commands that live in their own modules (they look up handles_errors/settings/actor here at run time)
+from mlops_assets.cli_ops import register as register_ops  # noqa: E402
 from mlops_assets.cli_prompts import audit_export, audit_verify_bundle, prompts_app  # noqa: E402
+
+register_ops(app)
 
 app.add_typer(prompts_app, name="prompts")
 audit_app.command("export")(audit_export)

@@ -62,7 +62,8 @@ def external_stores(settings: Settings, environ: dict[str, str] | None = None) -
         notes.append("governance store on a server (MLOPS_GOVERNANCE_URL): pg_dump it")
     dagster_home = env.get("DAGSTER_HOME")
     if dagster_home and not Path(dagster_home).resolve().is_relative_to(settings.home):
-        notes.append(f"DAGSTER_HOME outside MLOPS_HOME ({dagster_home}): back it up (or pg_dump its Postgres)")
+        notes.append(f"DAGSTER_HOME outside MLOPS_HOME ({dagster_home}): back it up "
+                     "(or pg_dump its Postgres)")
     return notes
 
 
@@ -74,12 +75,16 @@ def _human(n: float) -> str:
     return f"{n:.1f} GiB"
 
 
+NO_SECRETS_HELP = "leave the audit key out (keep it apart, e.g. in a secret manager)"
+FORCE_HELP = "move a non-empty MLOPS_HOME aside (to <home>.before-restore-<time>) instead of refusing"
+
+
 @ops_app.command("backup")
 @_handles_errors
 def backup(out: Annotated[Path, typer.Option("--out", help="archive to write (.tar.gz)")],
-           no_secrets: Annotated[bool, typer.Option("--no-secrets", help="leave the audit key out "
-                                                    "(keep it apart, e.g. in a secret manager)")] = False) -> None:
-    """Write a consistent archive of MLOPS_HOME: warehouse (EXPORT DATABASE), SQLite stores (backup API), files."""
+           no_secrets: Annotated[bool, typer.Option("--no-secrets", help=NO_SECRETS_HELP)] = False) -> None:
+    """Write a consistent archive of MLOPS_HOME: warehouse (EXPORT DATABASE), SQLite stores (backup API),
+    files."""
     from mlops_assets.backup import backup_home
 
     s = _settings()
@@ -88,7 +93,8 @@ def backup(out: Annotated[Path, typer.Option("--out", help="archive to write (.t
     m = result.manifest
     tables = sum(len(e.tables) for e in m.entries if e.kind == "duckdb")
     typer.echo(f"wrote {result.archive} ({_human(result.bytes)}, {result.seconds:.1f}s): "
-               f"{m.count('sqlite')} SQLite database(s), {m.count('duckdb')} DuckDB file(s) with {tables} table(s), "
+               f"{m.count('sqlite')} SQLite database(s), {m.count('duckdb')} DuckDB file(s) with {tables} "
+               f"table(s), "
                f"{m.count('file')} file(s); audit key {'included' if m.secrets_included else 'NOT included'}")
     for note in notes:
         typer.secho(f"not in the archive: {note}", fg=typer.colors.YELLOW, err=True)
@@ -97,9 +103,7 @@ def backup(out: Annotated[Path, typer.Option("--out", help="archive to write (.t
 @ops_app.command("restore")
 @_handles_errors
 def restore(archive: Annotated[Path, typer.Argument(help="archive written by `mlops backup`")],
-            force: Annotated[bool, typer.Option("--force", help="move a non-empty MLOPS_HOME aside "
-                                                "(to <home>.before-restore-<time>) instead of refusing")] = False
-            ) -> None:
+            force: Annotated[bool, typer.Option("--force", help=FORCE_HELP)] = False) -> None:
     """Restore an archive into MLOPS_HOME (which must be empty unless --force), then verify the audit log."""
     from mlops_assets import stores
     from mlops_assets.backup import restore_home
@@ -112,14 +116,16 @@ def restore(archive: Annotated[Path, typer.Argument(help="archive written by `ml
     typer.echo(f"restored {archive} into {result.home} in {result.seconds:.1f}s "
                f"(backup of {result.manifest.created_at}; {relocated} stored path(s) moved to the new home)")
     if not result.manifest.secrets_included and not os.environ.get("MLOPS_AUDIT_KEY"):
-        typer.secho("the archive holds no audit key: put the key back into secrets/audit.key (mode 0600) or set "
-                    "MLOPS_AUDIT_KEY before anything writes the governance store", fg=typer.colors.YELLOW, err=True)
+        typer.secho("the archive holds no audit key: put the key back into secrets/audit.key (mode 0600) or "
+                    "set MLOPS_AUDIT_KEY before anything writes the governance store",
+                    fg=typer.colors.YELLOW, err=True)
         return
     get_settings.cache_clear()
     verification = stores.governance_store(_settings()).verify_audit()
     if not verification.ok:
         _fail(f"audit log does not verify after restore: {verification.reason}. If an older database was "
-              "restored on purpose under a newer anchor, re-anchor it: GovernanceStore.reset_anchor (docs/backup.md)")
+              "restored on purpose under a newer anchor, re-anchor it: GovernanceStore.reset_anchor "
+              "(docs/backup.md)")
     typer.echo(f"audit log: ok ({verification.entries} entries)")
 
 

@@ -67,6 +67,7 @@ def create_app(settings: Settings | None = None, keyring: KeyRing | None = None)
                 access_log.close()
 
     app = FastAPI(title="MLOps management API", version="1", lifespan=lifespan,
+                  max_body_size=settings.serving.max_body_bytes,
                   description="Features, datasets, experiments, models, deployments, drift events, "
                               "evaluation, audit and prompt governance. Reads are open; writes need an API "
                               "key (X-API-Key or Authorization: Bearer). See docs/api.md.")

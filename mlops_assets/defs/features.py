@@ -231,7 +231,7 @@ def training_dataset(context: dg.AssetExecutionContext, platform: PlatformResour
         readmodels.sample_rows(dataset.df, platform.settings.features.online_sample_rows),
         platform.settings.readmodels_dir, readmodels.dataset_sample_name("training_dataset"),
         extra={"fingerprint": dataset.fingerprint, "features": dataset.features,
-               "rows": dataset.df.height, "split_dates": meta["split_dates"]})
+               "dataset_rows": dataset.df.height, "split_dates": meta["split_dates"]})
     return dg.Output(dataset.df, metadata={
         "dagster/row_count": dataset.df.height,
         "dagster/column_schema": table_schema(dataset.df),

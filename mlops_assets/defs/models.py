@@ -100,7 +100,9 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainingConfig, pla
     registered = train_and_register(
         dataset, features, train_config, tracking_uri=s.mlflow_tracking_uri,
         experiment_name=s.model.experiment_name, model_name=s.model.name, lineage=lineage,
-        artifact_location=str(s.artifacts_dir), challenger_alias=s.model.challenger_alias,
+        # embedded default: artifacts under MLOPS_HOME; a tracking server keeps its own artifact store
+        artifact_location=str(s.artifacts_dir) if s.mlflow_tracking_uri.startswith("sqlite") else None,
+        challenger_alias=s.model.challenger_alias,
         run_name=f"dagster-{context.run.run_id[:8]}",
     )
     metrics = {k: float(v) for k, v in registered.metrics.items()}
