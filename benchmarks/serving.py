@@ -111,7 +111,8 @@ def prepare_home(home: Path, n_features: int, n_symbols: int) -> tuple[dict[str,
                                      for i, f in enumerate(features)))
     write_online_snapshot([data.select("symbol", "date", *features)], [view], settings.online_dir)
     env = {**os.environ, "MLOPS_CONFIG": str(config), "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
-           "PYTHONPATH": str(ROOT), "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+           "PYTHONPATH": str(ROOT), "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     symbols = sorted(set(data["symbol"].to_list()))
     return env, features, symbols

@@ -60,7 +60,9 @@ def test_pyfunc_serve_and_wrapper_agree_in_fresh_processes(store, registered, da
     rows_path.write_text(json.dumps(rows.to_dicts()))
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(MLFLOW_TRACKING_URI=store.tracking_uri, MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false",
-               MLFLOW_DISABLE_TELEMETRY="true")
+               MLFLOW_DISABLE_TELEMETRY="true",
+               # `mlflow models serve` execs `uvicorn`: the virtualenv's bin must be on PATH
+               PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
     port = _free_port()
     mlflow_cli = Path(sys.executable).with_name("mlflow")
     server = subprocess.Popen(
