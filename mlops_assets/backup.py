@@ -363,7 +363,8 @@ def restore_home(archive: Path | str, home: Path | str, *, force: bool = False) 
         stage = Path(tmp)
         with tarfile.open(archive, "r:gz") as tar:
             _check_members(tar)
-            tar.extractall(stage, filter="data")
+            # the "data" filter exists from Python 3.11.4; _check_members already refused unsafe members
+            tar.extractall(stage, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
         _verify_stage(stage, manifest)
         built = stage / "built"
         if (stage / "home").exists():
