@@ -8,69 +8,22 @@ wrong and exits non-zero; no tracebacks.
 
 from __future__ import annotations
 
-import getpass
-import json
 import os
 import shutil
 import sys
-from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from mlops_assets.settings import PROJECT_ROOT, Settings, SettingsError, get_settings
+from mlops_assets.cli_common import By, _fail, actor, echo_json, handles_errors, settings
+from mlops_assets.settings import PROJECT_ROOT, SettingsError
 
 app = typer.Typer(help="MLOps platform command line.", no_args_is_help=True, pretty_exceptions_enable=False)
 features_app = typer.Typer(help="Feature view schemas: the check that runs before merge.", no_args_is_help=True)
 audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
 app.add_typer(features_app, name="features")
 app.add_typer(audit_app, name="audit")
-
-By = Annotated[str | None, typer.Option("--by", help="who decides (default: MLOPS_USER, then the login name)")]
-
-
-def _fail(message: str) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=1)
-
-
-def handles_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn the platform's ValueError-style errors into one readable line and exit code 1."""
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except typer.Exit:
-            raise
-        except (ValueError, LookupError, PermissionError, FileNotFoundError, RuntimeError) as exc:
-            _fail(str(exc))
-        except Exception as exc:  # an MLflow or database error: name it, no traceback
-            _fail(f"{type(exc).__name__}: {exc}")
-
-    return wrapper
-
-
-def settings() -> Settings:
-    try:
-        return get_settings()
-    except SettingsError as exc:
-        _fail(str(exc))
-        raise  # unreachable
-
-
-def actor(by: str | None) -> str:
-    who = by or os.environ.get("MLOPS_USER") or getpass.getuser()
-    if not who:
-        _fail("no identity: pass --by or set MLOPS_USER")
-    return who
-
-
-def echo_json(obj: Any) -> None:
-    typer.echo(json.dumps(obj, indent=2, default=str))
-
 
 @app.command()
 @handles_errors

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -25,30 +23,9 @@ ops_app = typer.Typer(help="Backup and restore of MLOPS_HOME.", no_args_is_help=
                       pretty_exceptions_enable=False)
 
 
-def _fail(message: str) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=1)
-
-
-def _handles_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except typer.Exit:
-            raise
-        except (ValueError, OSError, RuntimeError) as exc:
-            _fail(str(exc))
-
-    return wrapper
-
-
-def _settings() -> Settings:
-    try:
-        return get_settings()
-    except SettingsError as exc:
-        _fail(str(exc))
-        raise  # unreachable
+from mlops_assets.cli_common import _fail  # noqa: E402
+from mlops_assets.cli_common import handles_errors as _handles_errors  # noqa: E402
+from mlops_assets.cli_common import settings as _settings  # noqa: E402
 
 
 def external_stores(settings: Settings, environ: dict[str, str] | None = None) -> list[str]:

@@ -8,41 +8,24 @@ Mounted by ``mlops_assets.cli``::
     audit_app.command("verify-bundle")(audit_verify_bundle)
 
 Approve, reject and roll back stay the generic ``mlops approve|reject|rollback prompt ...``
-commands. The helpers of ``mlops_assets.cli`` (``handles_errors``, ``settings``, ``actor``) are
-looked up when a command runs, so this module can be imported before or after ``cli`` finishes.
+commands. The shared helpers (``handles_errors``, ``settings``, ``actor``) are in ``cli_common``.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from mlops_assets import cli_common as cli
+from mlops_assets.cli_common import By, handles_errors
+
 prompts_app = typer.Typer(help="The prompt library and its approval workflow.", no_args_is_help=True)
 
-By = Annotated[str | None, typer.Option("--by", help="who acts (default: MLOPS_USER, then the login name)")]
 Offline = Annotated[bool, typer.Option("--offline", help="static and offline checks only, no LLM calls")]
 LibraryDir = Annotated[Path | None, typer.Option("--dir", help="the library (default: setting prompts_dir)")]
-
-
-def _cli() -> Any:
-    from mlops_assets import cli
-
-    return cli
-
-
-def handles_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``mlops_assets.cli.handles_errors``, resolved at call time (one readable line, exit code 1)."""
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        return _cli().handles_errors(fn)(*args, **kwargs)
-
-    return wrapper
 
 
 def _llm_client(offline: bool) -> Any:
@@ -69,7 +52,6 @@ def check(directory: LibraryDir = None) -> None:
     """The pre-merge gate: schema, static and offline checks of every template file (exit 1 on errors)."""
     from mlops_assets.governance.evaluators import check_library
 
-    cli = _cli()
     directory = directory or cli.settings().prompts_dir
     problems = check_library(directory)
     for p in problems:
@@ -90,7 +72,7 @@ def list_templates() -> None:
     from mlops_assets import stores
     from mlops_assets.governance.prompt_records import find_template, scan_library
 
-    s = _cli().settings()
+    s = cli.settings()
     scan = scan_library(s.prompts_dir)
     store = stores.governance_store(s)
     for template_id in sorted(scan.hashes):
@@ -111,7 +93,6 @@ def submit(template_id: str,
     """Submit the library's version of a template for review (registers it in MLflow and evaluates it)."""
     from mlops_assets.governance.workflow import current_template, submit_prompt
 
-    cli = _cli()
     s = cli.settings()
     version = version or current_template(s, template_id).version
     result = submit_prompt(s, template_id, version, actor=cli.actor(by), comment=comment or None,
@@ -125,7 +106,6 @@ def evaluate(template_id: str, by: By = None, offline: Offline = False) -> None:
     """Evaluate the library's version of a template; exit 1 when a blocking check fails."""
     from mlops_assets.governance.workflow import current_template, evaluate_prompt
 
-    cli = _cli()
     s = cli.settings()
     template = current_template(s, template_id)
     result = evaluate_prompt(s, template, _llm_client(offline), actor=cli.actor(by))
@@ -144,7 +124,7 @@ def diff(template_id: str, v1: str, v2: str) -> None:
     """What changed from V1 to V2 (template text, then every other field)."""
     from mlops_assets.governance.workflow import diff_prompt
 
-    typer.echo(diff_prompt(_cli().settings(), template_id, v1, v2), nl=False)
+    typer.echo(diff_prompt(cli.settings(), template_id, v1, v2), nl=False)
 
 
 @prompts_app.command("status")
@@ -153,9 +133,9 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="machine-readabl
     """Every template version: review state, production, content changes, last evaluation."""
     from mlops_assets.governance.workflow import prompt_status
 
-    rows = prompt_status(_cli().settings())
+    rows = prompt_status(cli.settings())
     if as_json:
-        _cli().echo_json(rows)
+        cli.echo_json(rows)
         return
     for r in rows:
         ev = r["last_evaluation"]
@@ -174,7 +154,6 @@ def promote(template_id: str, version: str, reason: Annotated[str, typer.Option(
     """Move production to an APPROVED version (the retry when an approval could not move it)."""
     from mlops_assets.governance.workflow import promote_prompt
 
-    cli = _cli()
     d = promote_prompt(cli.settings(), template_id, version, actor=cli.actor(by), reason=reason or None)
     typer.echo(f"{template_id}: production -> {d.version} (MLflow version {d.mlflow_version}, was "
                f"{d.previous_version or 'none'})")
@@ -186,7 +165,6 @@ def audit_export(out: Annotated[Path, typer.Option("--out", help="directory to w
     """Write the audit evidence bundle (folder + .zip) for an auditor, verify it, and record the export."""
     from mlops_assets.governance.export import export_bundle, verify_bundle
 
-    cli = _cli()
     root = export_bundle(cli.settings(), out, actor=cli.actor(by))
     ok, problems = verify_bundle(root.with_suffix(".zip"))
     if not ok:
@@ -209,5 +187,5 @@ def audit_verify_bundle(path: Annotated[Path, typer.Argument(help="bundle folder
     if not ok:
         for problem in problems:
             typer.secho(f"  {problem}", fg=typer.colors.RED, err=True)
-        _cli()._fail(f"{path}: {len(problems)} problem(s); the bundle was changed after export")
+        cli._fail(f"{path}: {len(problems)} problem(s); the bundle was changed after export")
     typer.echo(f"ok: {path} matches its manifest and its audit chain")
