@@ -25,22 +25,15 @@ import numpy as np
 import pandas as pd
 import polars as pl
 
+from mlops_assets.errors import FieldError
+
 INTEGER_CARDINALITY_LIMIT = 10  # evidently.core.datasets.INTEGER_CARDINALITY_LIMIT
 
 Frame = pd.DataFrame | pl.DataFrame
 
 
-class DriftInputError(ValueError):
+class DriftInputError(FieldError):
     """An input to the drift monitor is missing or unusable; ``field`` names the argument or column."""
-
-    def __init__(self, field: str, problem: str, hint: str = "") -> None:
-        self.field = field
-        self.problem = problem
-        self.hint = hint
-        message = f"{field}: {problem}"
-        if hint:
-            message += f" ({hint})"
-        super().__init__(message)
 
 
 class ColumnType(str, Enum):
