@@ -112,14 +112,14 @@ def _view_results(frames: dict[str, pl.DataFrame]) -> dict[str, ViewResult]:
 
 
 VIEW_INS = {v.name: dg.AssetIn(view_key(v)) for v in FEATURE_VIEWS}
+# what every feature-store asset below shares: its group, owner and the one-writer warehouse pool
+FEATURE_STORE = {"group_name": "features", "owners": [OWNER_DATA], "pool": WAREHOUSE_POOL}
 
 
 @dg.asset(
     ins=VIEW_INS,
-    group_name="features",
-    owners=[OWNER_DATA],
+    **FEATURE_STORE,
     kinds={"polars", "duckdb"},
-    pool=WAREHOUSE_POOL,
     automation_condition=FOLLOW_UPSTREAM,
     description=(
         "The feature catalog: one row per feature and version (view, version, owner, tags, description, "
@@ -162,10 +162,8 @@ def feature_catalog(context: dg.AssetExecutionContext, platform: PlatformResourc
 
 @dg.asset(
     ins=VIEW_INS,
-    group_name="features",
-    owners=[OWNER_DATA],
+    **FEATURE_STORE,
     kinds={"polars", "duckdb"},
-    pool=WAREHOUSE_POOL,
     automation_condition=FOLLOW_UPSTREAM,
     description=(
         "Per feature and view version: count, mean, median, std, min, max, percentiles, missing ratio and "
@@ -204,10 +202,8 @@ def feature_statistics(context: dg.AssetExecutionContext, platform: PlatformReso
 @dg.asset(
     ins={**VIEW_INS, "market": dg.AssetIn(RAW)},
     deps=[feature_catalog],
-    group_name="features",
-    owners=[OWNER_DATA],
+    **FEATURE_STORE,
     kinds={"polars", "duckdb"},
-    pool=WAREHOUSE_POOL,
     automation_condition=FOLLOW_UPSTREAM_WHEN_GATES_PASS,
     description=(
         "Point-in-time training dataset: features at date t joined with the label from t+h (next-period "
@@ -267,10 +263,8 @@ def point_in_time_correct(context: dg.AssetCheckExecutionContext, platform: Plat
 @dg.asset(
     ins=VIEW_INS,
     deps=[feature_catalog],
-    group_name="features",
-    owners=[OWNER_DATA],
+    **FEATURE_STORE,
     kinds={"polars", "parquet"},
-    pool=WAREHOUSE_POOL,
     automation_condition=FOLLOW_UPSTREAM_WHEN_GATES_PASS,
     description=(
         "The online feature snapshot: the latest feature vector per entity with the feature view versions "
