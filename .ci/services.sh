@@ -71,10 +71,13 @@ start_postgres() {
   fi
   if [ "$(cluster_field "$version" 4)" != "online" ]; then
     say "starting cluster $version/$CLUSTER"
-    as_root pg_ctlcluster "$version" "$CLUSTER" start \
+    # pg_ctlcluster may print notes (e.g. "Removed stale pid file.") on stdout: keep them off the
+    # port this function prints
+    as_root pg_ctlcluster "$version" "$CLUSTER" start >&2 \
       || die "cluster $version/$CLUSTER did not start; see /var/log/postgresql/postgresql-$version-$CLUSTER.log"
   fi
   port="$(cluster_field "$version" 3)"
+  [[ "$port" =~ ^[0-9]+$ ]] || die "could not read the port of cluster $version/$CLUSTER (got '$port')"
   for _ in $(seq 1 60); do
     if as_postgres psql -p "$port" -Atqc 'SELECT 1' >/dev/null 2>&1; then
       echo "$port"
@@ -176,7 +179,7 @@ stop_all() {
   fi
   version="$(pg_version 2>/dev/null || true)"
   if [ -n "$version" ] && [ "$(cluster_field "$version" 4)" = "online" ]; then
-    as_root pg_ctlcluster "$version" "$CLUSTER" stop
+    as_root pg_ctlcluster "$version" "$CLUSTER" stop >&2
   fi
   rm -f "$ENV_FILE"
 }
