@@ -134,9 +134,12 @@ start_mlflow() {  # $1: postgres port, $2: password
   port="$(free_port)"
   mkdir -p "$STATE/mlartifacts"
   say "starting mlflow server on 127.0.0.1:$port (backend postgres :$pg_port/mlflow)"
-  # the store URI (with its password) goes in the environment, not on the command line (ps)
+  # the store URI (with its password) goes in the environment, not on the command line (ps); the
+  # server's job runner (GenAI scorers, trace roll-ups; not used here) is off: its consumers outlive
+  # a stopped server and take CPU from the tests
   MLFLOW_BACKEND_STORE_URI="postgresql+psycopg2://mlflow:$pw@127.0.0.1:$pg_port/mlflow" \
   MLFLOW_ARTIFACTS_DESTINATION="$STATE/mlartifacts" \
+  MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false \
   MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true setsid nohup "$MLFLOW_BIN" server \
     --host 127.0.0.1 --port "$port" --workers 2 \
     >"$STATE/mlflow.log" 2>&1 </dev/null &

@@ -5,7 +5,8 @@ Stages, each timed (wall and CPU seconds):
 1. ``generate``   synthetic market data (``--symbols`` x ``--days`` rows);
 2. ``features``   every feature view (``compute_views``);
 3. ``warehouse``  each view table written to a temporary DuckDB file, one transaction each
-                  (``Warehouse.write_table``: ``CREATE OR REPLACE TABLE ... AS SELECT``);
+                  (``Warehouse.write_table``: ``CREATE OR REPLACE TABLE ... AS SELECT``, with the
+                  "fast" compression the feature view assets use);
 4. ``catalog``    catalog rows and history merge, lock check;
 5. ``statistics`` per-feature statistics, correlations and the PNG plots;
 6. ``online``     the online snapshot (latest vector per symbol), published atomically;
@@ -77,7 +78,7 @@ class Timer:
         print(f"  {name:<11} {took['wall_s']:7.2f} s wall  {took['cpu_s']:7.2f} s cpu", flush=True)
 
 
-def write_warehouse(path: Path, frames: dict[str, pl.DataFrame]) -> str:
+def write_warehouse(path: Path, frames: dict[str, pl.DataFrame], threads: int = 0) -> str:
     """Write each view table in its own transaction; the lead's Warehouse class when present."""
     try:
         from mlops_assets.data.warehouse import Warehouse
@@ -94,10 +95,10 @@ def write_warehouse(path: Path, frames: dict[str, pl.DataFrame]) -> str:
         finally:
             con.close()
         return "duckdb"
-    warehouse = Warehouse(path)
+    warehouse = Warehouse(path, write_threads=threads)
     for table, df in frames.items():
-        warehouse.write_table(table, df)
-    return "Warehouse.write_table"
+        warehouse.write_table(table, df, compression="fast")  # as the feature view assets write
+    return "Warehouse.write_table (compression 'fast')"
 
 
 # -- the pandas reference ---------------------------------------------------------------------------
@@ -167,7 +168,9 @@ def compare_outputs(
     return {"rows": int(rows.size), "non_null_values_per_feature": checked}
 
 
-def run(symbols: int, days: int, seed: int, pandas_check: bool, sample: int, workdir: Path) -> dict[str, Any]:
+def run(
+    symbols: int, days: int, seed: int, pandas_check: bool, sample: int, workdir: Path, warehouse_threads: int = 0,
+) -> dict[str, Any]:
     timer = Timer()
     rows = symbols * days
     print(f"feature path on {symbols:,} symbols x {days:,} days = {rows:,} rows", flush=True)
@@ -177,7 +180,7 @@ def run(symbols: int, days: int, seed: int, pandas_check: bool, sample: int, wor
         results = compute_views(FEATURE_VIEWS, market)
     frames = {table_name(r.view): r.df for r in results.values()}
     with timer.stage("warehouse"):
-        writer = write_warehouse(workdir / "warehouse.duckdb", frames)
+        writer = write_warehouse(workdir / "warehouse.duckdb", frames, warehouse_threads)
     with timer.stage("catalog"):
         catalog = merge_history(None, catalog_rows(FEATURE_VIEWS, results))
         lock_violations = check_lock(FEATURE_VIEWS)
@@ -207,6 +210,7 @@ def run(symbols: int, days: int, seed: int, pandas_check: bool, sample: int, wor
         "feature_rows_per_s": rows / timer.stages["features"]["wall_s"],
         "peak_rss_gb_feature_path": rss_feature_path,
         "warehouse_writer": writer,
+        "warehouse_threads": warehouse_threads or "duckdb default (one per core)",
         "catalog_rows": catalog.height,
         "lock_violations": len(lock_violations),
         "png_bytes": [len(p) for p in pngs],
@@ -262,9 +266,12 @@ def main(argv: list[str] | None = None, runner: Callable[..., dict[str, Any]] = 
     parser.add_argument("--no-pandas", action="store_true", help="skip the pandas comparison")
     parser.add_argument("--sample", type=int, default=5000, help="rows compared with pandas")
     parser.add_argument("--json", type=Path, help="also write the report as JSON here")
+    parser.add_argument("--warehouse-threads", type=int, default=0,
+                        help="DuckDB threads for the warehouse writes (0: one per core, the default)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="mlops-bench-features-") as tmp:
-        report = runner(args.symbols, args.days, args.seed, not args.no_pandas, args.sample, Path(tmp))
+        report = runner(args.symbols, args.days, args.seed, not args.no_pandas, args.sample, Path(tmp),
+                        warehouse_threads=args.warehouse_threads)
     print_report(report)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")

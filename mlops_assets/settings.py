@@ -45,6 +45,8 @@ class DataSettings(_Section):
     column_mapping: dict[str, str] = Field(default_factory=dict)
     # feature_store loader: the view or dataset table to read
     feature_store_table: str | None = None
+    # DuckDB threads for warehouse writes: 0 = one per core; 1 where many runs share few cores
+    warehouse_threads: int = Field(0, ge=0, le=256)
 
 
 class FeatureSettings(_Section):

@@ -38,4 +38,4 @@ def mlflow_client(settings: Settings) -> MlflowClient:
 
 
 def warehouse(settings: Settings) -> Warehouse:
-    return Warehouse(settings.warehouse_path)
+    return Warehouse(settings.warehouse_path, write_threads=settings.data.warehouse_threads)

@@ -43,6 +43,9 @@ def test_threshold_out_of_range_in_yaml(tmp_path: Path) -> None:
     cfg.write_text("monitoring:\n  drift_share_threshold: 3\n")
     with pytest.raises(SettingsError, match=r"monitoring\.drift_share_threshold"):
         load_settings(env={}, config_path=cfg)
+    cfg.write_text("data:\n  warehouse_threads: -1\n")
+    with pytest.raises(SettingsError, match=r"data\.warehouse_threads"):
+        load_settings(env={}, config_path=cfg)
     cfg.write_text("modle:\n  name: typo\n")
     with pytest.raises(SettingsError, match="modle"):
         load_settings(env={}, config_path=cfg)

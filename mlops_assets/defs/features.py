@@ -18,7 +18,12 @@ from mlops_assets.defs.common import (
     png_markdown,
     table_schema,
 )
-from mlops_assets.defs.resources import TABLE_METADATA_KEY, WAREHOUSE_POOL, PlatformResource
+from mlops_assets.defs.resources import (
+    COMPRESSION_METADATA_KEY,
+    TABLE_METADATA_KEY,
+    WAREHOUSE_POOL,
+    PlatformResource,
+)
 from mlops_assets.features import catalog as cat
 from mlops_assets.features import lock, readmodels, statistics
 from mlops_assets.features.compute import ViewResult, compute_view
@@ -62,6 +67,7 @@ def build_view_asset(view: FeatureView) -> dg.AssetsDefinition:
                     f"Stored in `{table_name(view)}` (one table per major version).",
         metadata={
             TABLE_METADATA_KEY: table_name(view),
+            COMPRESSION_METADATA_KEY: "fast",
             "version": view.version,
             "entity": view.entity,
             "dagster/column_schema": _declared_schema(view),

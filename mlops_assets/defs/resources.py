@@ -19,6 +19,7 @@ from mlops_assets.settings import Settings, get_settings
 
 WAREHOUSE_POOL = "duckdb_warehouse"
 TABLE_METADATA_KEY = "warehouse/table"
+COMPRESSION_METADATA_KEY = "warehouse/compression"  # "default" or "fast" (see data/warehouse.py)
 PARTITION_COLUMN_KEY = "warehouse/partition_column"
 
 
@@ -35,10 +36,11 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
     """Polars frames in DuckDB, one table per asset (``warehouse/table`` metadata overrides the name)."""
 
     path: str
+    write_threads: int = 0  # DuckDB threads for writes (Settings data.warehouse_threads; 0: one per core)
 
     @property
     def warehouse(self) -> Warehouse:
-        return Warehouse(Path(self.path))
+        return Warehouse(Path(self.path), write_threads=self.write_threads)
 
     def handle_output(self, context: dg.OutputContext, obj: pl.DataFrame | None) -> None:
         if obj is None:
@@ -47,11 +49,15 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
             raise dg.DagsterInvariantViolationError(
                 f"{context.asset_key.to_user_string()}: the warehouse stores polars DataFrames, got {type(obj).__name__}")
         table = table_for(context)
+        metadata = context.definition_metadata or {}
+        compression = metadata.get(COMPRESSION_METADATA_KEY, "default")
+        compression = str(compression.value if isinstance(compression, dg.TextMetadataValue) else compression)
         if context.has_asset_partitions:
-            column = (context.definition_metadata or {}).get(PARTITION_COLUMN_KEY, "partition_key")
-            diff = self.warehouse.write_partition(table, obj, str(column), context.asset_partition_key)
+            column = metadata.get(PARTITION_COLUMN_KEY, "partition_key")
+            diff = self.warehouse.write_partition(
+                table, obj, str(column), context.asset_partition_key, compression=compression)
         else:
-            diff = self.warehouse.write_table(table, obj)
+            diff = self.warehouse.write_table(table, obj, compression=compression)
         context.add_output_metadata({
             "warehouse/table": dg.MetadataValue.text(table),
             "dagster/row_count": obj.height,
@@ -97,7 +103,8 @@ class PlatformResource(dg.ConfigurableResource):
 def build_resources(settings: Settings) -> dict[str, object]:
     settings.ensure_dirs()
     return {
-        "io_manager": WarehouseIOManager(path=str(settings.warehouse_path)),
+        "io_manager": WarehouseIOManager(
+            path=str(settings.warehouse_path), write_threads=settings.data.warehouse_threads),
         "platform": PlatformResource(
             home=str(settings.home),
             tracking_uri=settings.mlflow_tracking_uri,

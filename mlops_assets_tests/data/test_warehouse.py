@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -50,3 +51,30 @@ def test_read_missing_table_names_it(wh: Warehouse) -> None:
     wh.write_table("t", pl.DataFrame({"a": [1]}))
     with pytest.raises(WarehouseError, match="'nope' does not exist"):
         wh.read_table("nope")
+
+
+def _compressions(wh: Warehouse, table: str, column: str) -> set[str]:
+    with wh.connect(read_only=True) as con:
+        rows = con.execute(
+            "SELECT DISTINCT compression FROM pragma_storage_info(?) WHERE column_name = ? AND segment_type <> 'VALIDITY'",
+            [table, column]).fetchall()
+    return {r[0] for r in rows}
+
+
+def test_fast_compression_skips_alp_and_fsst_and_keeps_the_data(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    n = 300_000
+    df = pl.DataFrame({
+        "price": np.round(rng.uniform(10, 500, n), 2),  # decimal-like: ALP's best case
+        "note": [f"free text number {i} of the tape" for i in rng.integers(0, 10**9, n)],  # FSST's case
+    })
+    wh = Warehouse(tmp_path / "w.duckdb")
+    wh.write_table("small", df)
+    wh.write_table("quick", df, compression="fast")
+    assert "ALP" in _compressions(wh, "small", "price") and "FSST" in _compressions(wh, "small", "note")
+    assert not {"ALP", "ALPRD"} & _compressions(wh, "quick", "price")
+    assert "FSST" not in _compressions(wh, "quick", "note")
+    assert wh.read_table("quick").equals(df) and wh.read_table("small").equals(df)
+    with pytest.raises(WarehouseError, match="compression: 'tiny'"):
+        wh.write_table("quick", df.head(3), compression="tiny")
+    assert wh.read_table("quick").height == n  # the bad call changed nothing

@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 from scipy import stats as scipy_stats
 
+from mlops_assets.features import statistics as statistics_module
 from mlops_assets.features.statistics import (
     STATISTICS_SCHEMA,
     StatisticsError,
@@ -127,3 +128,13 @@ def test_percentiles_from_a_sample_above_the_exact_limit() -> None:
     for key in ("median", "p05", "p95"):
         assert sampled[key] == pytest.approx(exact[key], abs=0.05)
     assert sampled["median"] != exact["median"]
+
+
+def test_threaded_statistics_equal_the_serial_ones(frame: pl.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:
+    features = ["a", "b", "c", "regime"]
+    monkeypatch.setattr(statistics_module, "PARALLEL_MIN_VALUES", 10**12)
+    serial = feature_statistics(frame, features, max_exact_rows=500, seed=3)
+    monkeypatch.setattr(statistics_module, "PARALLEL_MIN_VALUES", 0)
+    threaded = feature_statistics(frame, features, max_exact_rows=500, seed=3)
+    assert threaded.equals(serial)
+    assert serial["quantile_rows"].to_list()[:3] == [500, 500, 500]
