@@ -112,6 +112,10 @@ class ServingSettings(_Section):
     log_flush_rows: int = Field(5000, ge=1)
     log_flush_seconds: float = Field(2.0, gt=0, le=3600)
     access_log: bool = True  # one JSON line per request on stderr (written off the request path)
+    # a successful /predict is in the prediction log already (request id, time, latency, model
+    # version); its access-log line is off by default: formatting ~4,000 lines/s in the worker's
+    # background thread costs the tail latency more than the line is worth
+    access_log_predictions: bool = False
     inference_url: str | None = None  # where the management API reads /ready and /metrics (default host:port)
     dagster_graphql_url: str = "http://127.0.0.1:3000/graphql"
 

@@ -152,6 +152,7 @@ class InferenceService:
 
         self.usage = UsageLogger(usage_log_dir(settings.serving_log_dir))
         self.access_log = AccessLog(app="inference") if settings.serving.access_log else None
+        self.log_successful_predictions = settings.serving.access_log_predictions
         self.request_ids = RequestIds()
         self.start_background = start_background
         self.max_body = settings.serving.max_body_bytes
@@ -233,7 +234,7 @@ class InferenceService:
         await send({"type": "http.response.body", "body": payload})
         elapsed = time.perf_counter() - started
         self.metrics.observe_request("/predict", "POST", status, version, elapsed)
-        if self.access_log is not None:
+        if self.access_log is not None and (status != 200 or self.log_successful_predictions):
             client = scope.get("client")
             self.access_log.record((time.time(), "POST", "/predict", status, elapsed * 1000.0, request_id,
                                     version, client[0] if client else None))

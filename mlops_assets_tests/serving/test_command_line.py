@@ -76,6 +76,8 @@ def test_workers_swap_within_a_poll_and_metrics_add_up(world: World, tmp_path: P
         time.sleep(POLL + 2.0)  # one poll interval (plus the loading time) for the other worker too
         after = [client.predict() for _ in range(40)]
         assert {p["model_version"] for p in after} == {new}, f"a worker still serves {old}"
+        bad = httpx.post(f"{client.url}/predict", json={"features": {"nope": 1.0}}, timeout=30)
+        assert 400 <= bad.status_code < 500, bad.text
         metrics = httpx.get(f"{client.url}/metrics").text
         counted = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
                       if line.startswith("mlops_serving_predictions_total{"))
@@ -88,7 +90,10 @@ def test_workers_swap_within_a_poll_and_metrics_add_up(world: World, tmp_path: P
         _stop(api)
     access = [json.loads(line) for line in (tmp_path / "inference.log").read_text().splitlines()
               if line.startswith("{") and '"path"' in line]
-    assert sum(a["path"] == "/predict" and a["status"] == 200 for a in access) == client.served
+    # a successful /predict is in the prediction log, not the access log (access_log_predictions off)
+    assert not [a for a in access if a["path"] == "/predict" and a["status"] == 200]
+    assert [a for a in access if a["path"] == "/predict" and 400 <= a["status"] < 500] and \
+        [a for a in access if a["path"] == "/ready" and a["status"] == 200]
     keys = {"ts", "method", "status", "latency_ms", "request_id", "model_version"}
     assert all(set(a) >= keys for a in access)
     logged = read_closed_segments(settings.serving_log_dir)  # each worker flushed its buffer at shutdown
