@@ -184,11 +184,11 @@ def feature_correlations(
 
 # -- plots -----------------------------------------------------------------------------------------
 
-def _png(fig) -> bytes:  # noqa: ANN001 - a matplotlib Figure
+def _png(fig, tight: bool = True) -> bytes:  # noqa: ANN001 - a matplotlib Figure
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=72, bbox_inches="tight")
+    fig.savefig(buffer, format="png", dpi=72, bbox_inches="tight" if tight else None)
     plt.close(fig)
     return buffer.getvalue()
 
@@ -206,7 +206,7 @@ def _draw_histogram(ax, stats_row: dict, title: str) -> None:  # noqa: ANN001
     hist = json.loads(stats_row["histogram"] or "{}")
     if hist.get("edges"):
         edges = np.asarray(hist["edges"])
-        ax.bar(edges[:-1], hist["counts"], width=np.diff(edges), align="edge", color="#4C72B0")
+        ax.stairs(hist["counts"], edges, fill=True, color="#4C72B0")  # one artist, not one per bar
     elif hist.get("values"):
         ax.bar([str(v) for v in hist["values"]], hist["counts"], color="#55A868")
     ax.set_title(title, fontsize=8)
@@ -235,8 +235,10 @@ def histograms_png(stats: pl.DataFrame, columns: int = 4) -> bytes:
         _draw_histogram(ax, row, row["feature"])
     for ax in list(axes.flat)[stats.height:]:
         ax.axis("off")
-    fig.tight_layout()
-    return _png(fig)
+    # a fixed grid: tight_layout and a tight bounding box measure every tick label (~1 s for 12 panels)
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.5 / (1.6 * nrows), top=1 - 0.35 / (1.6 * nrows),
+                        wspace=0.45, hspace=0.75)
+    return _png(fig, tight=False)
 
 
 def correlation_png(corr: pl.DataFrame) -> bytes:
