@@ -112,11 +112,6 @@ def packed_to_frame(items: list[Packed]) -> pl.DataFrame:
     return pl.concat(frames) if frames else pl.DataFrame(schema=SEGMENT_SCHEMA)
 
 
-def records_to_frame(records: list[LogRecord]) -> pl.DataFrame:
-    """The segment rows of ``records`` (what a flush writes for them)."""
-    return packed_to_frame([pack(r) for r in records])
-
-
 class PredictionLog(SegmentLog[Packed]):
     """Buffered, append-only prediction log for one worker process (``mlops_assets/data/segments.py``)."""
 
