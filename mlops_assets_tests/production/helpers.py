@@ -13,9 +13,8 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ import pytest
 import yaml
 
 from mlops_assets.settings import PROJECT_ROOT
+from mlops_assets_tests.waiting import free_port, wait_until  # noqa: F401 - re-exported for the tests
 
 SERVICES_ENV = PROJECT_ROOT / ".ci" / "services.env"
 SESSION = uuid.uuid4().hex[:8]  # names on the shared MLflow server are unique per test session
@@ -174,23 +174,6 @@ def mlflow_globals_restored() -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(check: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"{what or 'condition'} not met within {timeout}s (last value: {last!r})")
 
 
 def child_env(**overrides: str | None) -> dict[str, str]:

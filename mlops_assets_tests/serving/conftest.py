@@ -16,7 +16,6 @@ os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 os.environ["DO_NOT_TRACK"] = "true"
 
 import json  # noqa: E402
-import socket  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
@@ -38,6 +37,7 @@ from mlops_assets.models.lightning import TrainConfig  # noqa: E402
 from mlops_assets.models.registry import RegisteredModel, train_and_register  # noqa: E402
 from mlops_assets.settings import Settings, load_settings  # noqa: E402
 from mlops_assets_tests.models.synthetic import make_dataset  # noqa: E402
+from mlops_assets_tests.waiting import free_port, wait_until  # noqa: F401 - re-exported for the tests
 
 MODEL = "serving_direction"
 VIEW = "test_view"
@@ -47,12 +47,6 @@ KEYS = {
     "approver-key-00000000000001": {"owner": "bob", "role": "approver"},
     "admin-key-000000000000000001": {"owner": "ada", "role": "admin"},
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def feature_view(features: list[str], version: str = VIEW_VERSION) -> FeatureView:
@@ -192,17 +186,6 @@ class ThreadedServer:
     def __exit__(self, *exc: Any) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=30)
-
-
-def wait_until(check: Any, timeout: float = 20.0, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s (last value: {last!r})")
 
 
 def wait_ready(url: str, timeout: float = 30.0) -> dict:
