@@ -42,6 +42,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mlops_assets.data.synthetic import generate_market_data  # noqa: E402
+from mlops_assets.data.warehouse import Warehouse  # noqa: E402
 from mlops_assets.features.catalog import catalog_rows, merge_history  # noqa: E402
 from mlops_assets.features.compute import compute_views  # noqa: E402
 from mlops_assets.features.datasets import build_training_dataset  # noqa: E402
@@ -79,25 +80,10 @@ class Timer:
 
 
 def write_warehouse(path: Path, frames: dict[str, pl.DataFrame], threads: int = 0) -> str:
-    """Write each view table in its own transaction; the lead's Warehouse class when present."""
-    try:
-        from mlops_assets.data.warehouse import Warehouse
-    except ImportError:  # plain DuckDB, the same statement the Warehouse class runs
-        import duckdb
-
-        con = duckdb.connect(str(path))
-        try:
-            for table, df in frames.items():
-                arrow_df = df.to_arrow()  # noqa: F841 - read by name in the SQL below
-                con.execute("BEGIN")
-                con.execute(f'CREATE OR REPLACE TABLE "{table}" AS SELECT * FROM arrow_df')
-                con.execute("COMMIT")
-        finally:
-            con.close()
-        return "duckdb"
+    """Write each view table in its own transaction, as the feature view assets do."""
     warehouse = Warehouse(path, write_threads=threads)
     for table, df in frames.items():
-        warehouse.write_table(table, df, compression="fast")  # as the feature view assets write
+        warehouse.write_table(table, df, compression="fast")
     return "Warehouse.write_table (compression 'fast')"
 
 
