@@ -111,6 +111,9 @@ class ServingSettings(_Section):
     # prediction log: a Parquet segment is closed every log_flush_rows rows or log_flush_seconds
     log_flush_rows: int = Field(5000, ge=1)
     log_flush_seconds: float = Field(2.0, gt=0, le=3600)
+    # who writes the segments: "process", a writer process per worker at idle CPU priority (keeps
+    # the ~15 ms of Parquet work per segment off the worker's GIL), or "thread", the worker itself
+    log_writer: Literal["process", "thread"] = "process"
     access_log: bool = True  # one JSON line per request on stderr (written off the request path)
     # a successful /predict is in the prediction log already (request id, time, latency, model
     # version); its access-log line is off by default: formatting ~4,000 lines/s in the worker's

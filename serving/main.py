@@ -147,7 +147,7 @@ class InferenceService:
             RuntimeConfig.from_settings(settings), client_factory=lambda: stores.mlflow_client(settings),
             on_swap=lambda kind, version: self.metrics.swaps.labels(kind, version).inc())
         self.predlog = PredictionLog(settings.serving_log_dir, settings.serving.log_flush_rows,
-                                     settings.serving.log_flush_seconds)
+                                     settings.serving.log_flush_seconds, writer=settings.serving.log_writer)
         from mlops_assets.governance.usage import UsageLogger, usage_log_dir
 
         self.usage = UsageLogger(usage_log_dir(settings.serving_log_dir))

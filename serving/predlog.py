@@ -1,29 +1,65 @@
-"""The prediction log writer: a packed tuple per request on the request path, Parquet segments off it.
+"""The prediction log on the worker side: a packed tuple per request, segments written by another process.
 
-``PredictionLog.append`` packs the request (its numbers as float64 bytes: ~2 us) and puts the tuple
-on a ``collections.deque`` (thread-safe, no lock); ``mlops_assets.data.segments.SegmentLog`` closes
-segments off the request path (temp file, fsync, rename) every ``flush_rows`` rows or
-``flush_seconds`` seconds and at shutdown.
+``PredictionLog.append`` packs the request (its numbers as float64 bytes: ~5 us) and puts the tuple
+on a ``collections.deque`` (thread-safe, no lock on the request path). Every ``send_seconds`` a
+daemon thread pickles what is queued (~1 us a record) and hands it through a pipe to the worker's
+*writer process* (``serving/predlog_writer.py``, under ``SCHED_IDLE``), which builds and writes the
+Parquet segments: every ``flush_rows`` rows or ``flush_seconds`` seconds and at shutdown, each to
+a temporary name, fsynced, renamed (``mlops_assets.data.segments.write_segment``).
 
-Why bytes: the flusher shares the worker's GIL and, with one core per worker, its CPU, so every
-millisecond it holds the GIL is a millisecond a request may wait. Joining 5,000 byte strings and
-reading them with ``np.frombuffer`` is one C call; concatenating 5,000 small arrays costs ~1 ms of
-GIL time per column (and per-record Python for the probabilities more again). A flush of 5,000
-single-row requests went from ~30 ms to ~5 ms of CPU.
+Why another process: the worker serves requests on one core with one GIL. Building and writing a
+segment of 5,000 requests costs ~15 ms of CPU; in a thread here it held the GIL in bursts, and the
+requests that arrived meanwhile waited (p99 at concurrency 1: 1.2-1.8 ms with it, 0.5 ms without).
+The writer process takes no GIL from the worker and yields its core to the worker at once.
+
+The worker numbers the segments (``pred-<start>-<pid>-<seq>.parquet``) and falls back to writing
+them itself, in the flusher thread, when the writer process cannot start or dies (the rows it held
+unwritten are counted in ``rows_dropped``) or is starved: when the pipe has been full for
+``flush_seconds`` (a worker saturating its core leaves an idle-priority process no time), the rows
+waiting in the worker are written here, so memory stays bounded. ``writer="thread"`` skips the
+process altogether. Without ``start()`` (tests, scripts), ``flush()`` writes in the calling thread.
+
+Why bytes: joining 5,000 byte strings and reading them with ``np.frombuffer`` is one C call;
+concatenating 5,000 small arrays costs ~1 ms per column (and per-record Python for the
+probabilities more again), and pickling bytes is cheaper than pickling arrays.
 """
 
 from __future__ import annotations
 
+import fcntl
+import json
+import logging
+import os
+import pickle
+import select
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
 from itertools import chain
 from operator import itemgetter
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import polars as pl
 
-from mlops_assets.data.segments import SegmentLog
-from mlops_assets.monitoring.served import NAMES_COLUMN, SEGMENT_PREFIX, SEGMENT_SCHEMA, VALUES_COLUMN
+from mlops_assets.data.segments import SegmentError, process_token
+from mlops_assets.monitoring.served import (
+    NAMES_COLUMN,
+    SEGMENT_PREFIX,
+    SEGMENT_SCHEMA,
+    SEGMENT_SUFFIX,
+    VALUES_COLUMN,
+    write_segment,
+)
+from serving.predlog_writer import HEADER, lower_priority
+
+log = logging.getLogger(__name__)
+WRITERS = ("process", "thread")
+PIPE_BYTES = 1 << 20  # the writer's pipe (the default unprivileged maximum): ~5,000 packed requests
+WAIT_SECONDS = 30.0  # how long flush() and close() wait for the writer process
 
 
 
@@ -112,14 +148,354 @@ def packed_to_frame(items: list[Packed]) -> pl.DataFrame:
     return pl.concat(frames) if frames else pl.DataFrame(schema=SEGMENT_SCHEMA)
 
 
-class PredictionLog(SegmentLog[Packed]):
-    """Buffered, append-only prediction log for one worker process (``mlops_assets/data/segments.py``)."""
+def segment_name(token: str, pid: int | str, seq: int, suffix: str = "") -> str:
+    """``pred-<process start>-<worker pid>-<seq><suffix>.parquet``: unique per worker and segment."""
+    return f"{SEGMENT_PREFIX}{token}-{pid}-{seq:06d}{suffix}{SEGMENT_SUFFIX}"
 
-    def __init__(self, log_dir: str | Path, flush_rows: int = 5000, flush_seconds: float = 2.0) -> None:
-        super().__init__(log_dir, prefix=SEGMENT_PREFIX, schema=SEGMENT_SCHEMA, to_frame=packed_to_frame,
-                         flush_rows=flush_rows, flush_seconds=flush_seconds,
-                         rows_of=lambda item: len(item[8]), name="prediction-log")
 
-    def append(self, record: LogRecord) -> None:  # type: ignore[override]
-        """Pack ``record`` and queue it (O(1))."""
-        super().append(pack(record))
+def _rows(records: list[Packed]) -> int:
+    return sum(len(r[8]) for r in records)
+
+
+class PredictionLog:
+    """Buffered, append-only prediction log of one worker process (see the module docstring)."""
+
+    def __init__(self, log_dir: str | Path, flush_rows: int = 5000, flush_seconds: float = 2.0, *,
+                 writer: str = "process", send_seconds: float = 0.02) -> None:
+        if flush_rows < 1 or flush_seconds <= 0 or send_seconds <= 0:
+            raise SegmentError("prediction-log: flush_rows must be >= 1, flush_seconds and send_seconds > 0")
+        if writer not in WRITERS:
+            raise SegmentError(f"prediction-log: writer must be one of {list(WRITERS)}, not {writer!r}")
+        self.log_dir = Path(log_dir)
+        self.flush_rows, self.flush_seconds, self.send_seconds = int(flush_rows), float(flush_seconds), float(send_seconds)
+        self.writer = writer
+        self._token = process_token()
+        self._queue: deque[Packed] = deque()
+        self._queued_rows = 0  # a hint for waking the flusher early; exact counts come from the records
+        self._lock = threading.Lock()  # one flusher at a time (the thread, flush(), close())
+        self._wake, self._stop = threading.Event(), threading.Event()
+        self._thread: threading.Thread | None = None
+        self._seq = 0
+        self._held: list[Packed] = []  # taken off the queue, not yet handed on
+        self._held_rows = 0
+        self._held_since = 0.0
+        # the writer process, and the frame it has not taken yet
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._reader: threading.Thread | None = None
+        self._fd = -1
+        self._outbox: memoryview | None = None
+        self._outbox_records: list[Packed] = []
+        self._blocked_since: float | None = None
+        self._open_rows, self._open_since = 0, 0.0  # handed to the writer since its last close
+        self._counts = threading.Condition()  # guards the counters and acknowledgements below
+        self._acked_rows = 0
+        self._acks: dict[int, dict[str, Any]] = {}
+        self._reader_done = False
+        self.segments_written = 0
+        self.rows_written = 0
+        self.rows_dropped = 0
+        self.local_segments = 0  # written by this process (fallback or writer="thread")
+        self.rows_sent = 0  # handed to the writer process
+        self._starved_writes, self._starved_logged = 0, -1e9
+        self.writer_priority = ""  # "idle" (SCHED_IDLE), "nice" (19) or "normal"
+
+    @property
+    def writer_pid(self) -> int | None:
+        """The writer process's pid while it runs."""
+        return self._proc.pid if self._proc is not None else None
+
+    def append(self, record: LogRecord) -> None:
+        """Pack ``record`` and queue it (O(1), on the request path)."""
+        self._queue.append(pack(record))
+        self._queued_rows += len(record.entities)
+        if self._queued_rows >= self.flush_rows:
+            if self._thread is not None:
+                self._wake.set()
+            else:
+                self.flush()
+
+    # -- the flusher ------------------------------------------------------------------------------
+    def start(self) -> PredictionLog:
+        """Start the writer process (``writer="process"``) and the flusher thread."""
+        if self._thread is None:
+            if self.writer == "process" and self._proc is None:
+                self._start_writer()
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
+            self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.send_seconds)
+            self._wake.clear()
+            try:
+                with self._lock:
+                    self._tick()
+            except Exception:  # never let the flusher die; failed rows are counted as dropped
+                log.exception("prediction-log: flush failed")
+
+    def _take(self) -> None:
+        """Move what is queued to ``_held``."""
+        n = len(self._queue)
+        if n:
+            if not self._held:
+                self._held_since = time.monotonic()
+            taken = [self._queue.popleft() for _ in range(n)]
+            self._held.extend(taken)
+            self._held_rows += _rows(taken)
+            self._queued_rows = 0
+
+    def _release(self) -> list[Packed]:
+        """Everything held, handed on (to the writer or a segment here)."""
+        records, self._held, self._held_rows = self._held, [], 0
+        return records
+
+    def _take_back_outbox(self) -> None:
+        """The unsent frame's records go back to ``_held`` (the writer never read that frame)."""
+        self._held = self._outbox_records + self._held
+        self._held_rows += _rows(self._outbox_records)
+        self._outbox, self._outbox_records, self._blocked_since = None, [], None
+
+    def _tick(self) -> None:
+        """One pass of the flusher: hand what is queued to the writer, or write a segment here."""
+        self._take()
+        if self._proc is not None and self._reader_done:  # its output ended: the writer is gone
+            self._writer_died("it exited")
+        if self._proc is not None:
+            taken = self._push()
+            if self._proc is not None:  # (a broken pipe retires the writer: then write here, below)
+                self._hand_over() if taken else self._relieve_starved_writer()
+                return
+        if self._held_due():
+            self._write_local()
+
+    def _held_due(self) -> bool:
+        return bool(self._held) and (self._held_rows >= self.flush_rows
+                                     or time.monotonic() - self._held_since >= self.flush_seconds)
+
+    def _hand_over(self) -> None:
+        """Send what is held to the writer, closing the open segment when it is due."""
+        if not self._held and not self._open_rows:
+            return
+        since = self._open_since if self._open_rows else self._held_since
+        due = (self._open_rows + self._held_rows >= self.flush_rows
+               or time.monotonic() - since >= self.flush_seconds)
+        if self._held or due:
+            self._send(close=due)
+            self._push()
+
+    def _relieve_starved_writer(self) -> None:
+        """The writer has not taken the last frame for ``flush_seconds``: write what is due here, so
+        this process's memory stays bounded (a worker saturating its core starves an idle process)."""
+        if self._blocked_since is None or time.monotonic() - self._blocked_since < self.flush_seconds:
+            return
+        if not self._held_due():
+            return
+        rows = self._held_rows
+        self._write_local()
+        self._starved_writes += 1
+        if time.monotonic() - self._starved_logged >= 60:
+            self._starved_logged = time.monotonic()
+            log.warning("prediction-log: the writer process is starved (its pipe has been full for %.1f s "
+                        "or more); wrote %d rows in the worker (%d times so far)", self.flush_seconds, rows,
+                        self._starved_writes)
+
+    def flush(self) -> Path | None:
+        """Close a segment with everything logged so far and return its path (None: nothing to write)."""
+        with self._lock:
+            self._take()
+            if self._proc is not None and self._push(wait=WAIT_SECONDS) and self._proc is not None:
+                if not self._held and not self._open_rows:
+                    return None
+                seq = self._send(close=True)
+                if self._push(wait=WAIT_SECONDS) and self._proc is not None:
+                    ack = self._ack(seq)
+                    if ack is None and self._reader_done:
+                        self._writer_died("it exited before confirming the segment")
+                        return self._write_local() if self._held else None
+                    if ack is None:
+                        log.error("prediction-log: the writer process did not confirm segment %s in %.0f s",
+                                  seq, WAIT_SECONDS)
+                        return None
+                    if "error" in ack:
+                        raise SegmentError(ack["error"])
+                    return self.log_dir / ack["segment"] if ack["segment"] else None
+            if self._proc is not None:  # it took nothing for WAIT_SECONDS: stop feeding it
+                log.error("prediction-log: the writer process took nothing for %.0f s; it writes what it "
+                          "holds and exits, and this process writes the rest", WAIT_SECONDS)
+                self._retire_writer()
+            return self._write_local() if self._held else None
+
+    def _retire_writer(self) -> None:
+        """End the writer's input: it drops a frame cut short (those records are still here), writes
+        what it holds as its ``-eof`` segment and exits."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.stdin is not None:
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
+        self._take_back_outbox()
+        self._open_rows = 0
+
+    def close(self) -> None:
+        """Stop the flusher, write what is left and let the writer process finish (at shutdown)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=WAIT_SECONDS)
+            self._thread = None
+        try:
+            self.flush()
+        except Exception:
+            log.exception("prediction-log: final flush failed")
+        proc = self._proc
+        if proc is not None:
+            self._proc = None
+            assert proc.stdin is not None
+            proc.stdin.close()  # end of input: the writer writes anything left and exits
+            try:
+                proc.wait(timeout=WAIT_SECONDS)
+            except subprocess.TimeoutExpired:
+                log.error("prediction-log: the writer process (pid %d) is still busy after %.0f s",
+                          proc.pid, WAIT_SECONDS)
+            if self._reader is not None:
+                self._reader.join(timeout=1.0)
+
+    def __enter__(self) -> PredictionLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writing here -------------------------------------------------------------------------------
+    def _write_local(self) -> Path:
+        records = self._release()
+        rows = _rows(records)
+        self._seq += 1
+        try:
+            path = write_segment(packed_to_frame(records), self.log_dir,
+                                 segment_name(self._token, os.getpid(), self._seq))
+        except Exception:
+            with self._counts:
+                self.rows_dropped += rows
+            raise
+        with self._counts:
+            self.segments_written += 1
+            self.rows_written += rows
+            self.local_segments += 1
+        return path
+
+    # -- the writer process -----------------------------------------------------------------------
+    def _start_writer(self) -> None:
+        root = str(Path(__file__).resolve().parent.parent)  # so `-m serving.predlog_writer` imports
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "serving.predlog_writer", str(self.log_dir), self._token, str(os.getpid())],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True)
+        except OSError as exc:
+            log.error("prediction-log: cannot start the writer process (%s); writing segments here", exc)
+            return
+        self.writer_priority = lower_priority(proc.pid)
+        assert proc.stdin is not None
+        self._fd = proc.stdin.fileno()
+        os.set_blocking(self._fd, False)
+        try:
+            fcntl.fcntl(self._fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)  # type: ignore[attr-defined]
+        except (AttributeError, OSError):  # not Linux, or over the host's limit: the default is fine
+            pass
+        self._proc, self._reader_done = proc, False
+        self._reader = threading.Thread(target=self._read_acks, args=(proc,), name="prediction-log-acks",
+                                        daemon=True)
+        self._reader.start()
+
+    def _send(self, close: bool) -> int | None:
+        """Frame ``_held`` (closing the segment when ``close``) for the writer; returns the close's seq."""
+        records = self._release()
+        seq = None
+        if close:
+            self._seq += 1
+            seq = self._seq
+        payload = pickle.dumps((records, seq), protocol=pickle.HIGHEST_PROTOCOL)
+        self._outbox = memoryview(HEADER.pack(len(payload)) + payload)
+        self._outbox_records = records
+        rows = _rows(records)
+        if close:
+            self._open_rows = 0
+        else:
+            if not self._open_rows:
+                self._open_since = self._held_since
+            self._open_rows += rows
+        return seq
+
+    def _push(self, wait: float = 0.0) -> bool:
+        """Write the pending frame without blocking (or for up to ``wait`` s); True once it is all taken."""
+        deadline = time.monotonic() + wait
+        while self._outbox is not None and self._proc is not None:
+            try:
+                n = os.write(self._fd, self._outbox)
+            except BlockingIOError:
+                if self._blocked_since is None:
+                    self._blocked_since = time.monotonic()
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                select.select([], [self._fd], [], min(left, 0.1))
+                continue
+            except OSError as exc:  # broken pipe: the writer is gone
+                self._writer_died(exc)
+                return True
+            if n < len(self._outbox):
+                self._outbox = self._outbox[n:]
+                continue
+            self.rows_sent += _rows(self._outbox_records)
+            self._outbox, self._outbox_records, self._blocked_since = None, [], None
+        return True
+
+    def _writer_died(self, exc: BaseException | str) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            if self._reader is not None:
+                self._reader.join(timeout=5)  # take its last acknowledgements
+        with self._counts:
+            lost = max(self.rows_sent - self._acked_rows, 0)
+            self.rows_dropped += lost
+        log.error("prediction-log: the writer process stopped (%s); %d rows it held are lost; "
+                  "writing segments in this process from now on", exc, lost)
+        self._take_back_outbox()
+        self._open_rows = 0
+
+    def _read_acks(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            try:
+                ack = json.loads(line)
+            except ValueError:
+                continue
+            with self._counts:
+                self._acked_rows += ack["rows"]
+                if "error" in ack:
+                    self.rows_dropped += ack["rows"]
+                    log.error("prediction-log: segment %s failed: %s", ack["seq"], ack["error"])
+                elif ack.get("segment"):
+                    self.segments_written += 1
+                    self.rows_written += ack["rows"]
+                self._acks[ack["seq"]] = ack
+                for old in [s for s in self._acks if s < ack["seq"] - 64]:
+                    del self._acks[old]
+                self._counts.notify_all()
+        with self._counts:
+            self._reader_done = True
+            self._counts.notify_all()
+
+    def _ack(self, seq: int | None) -> dict[str, Any] | None:
+        with self._counts:
+            self._counts.wait_for(lambda: seq in self._acks or self._reader_done, timeout=WAIT_SECONDS)
+            return self._acks.get(seq) if seq is not None else None

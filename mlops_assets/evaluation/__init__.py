@@ -9,7 +9,7 @@ SHAP, Fairlearn and matplotlib.
 
 from __future__ import annotations
 
-import importlib
+from mlops_assets.lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "compute_metrics": "metrics",
@@ -42,8 +42,4 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> object:
-    if name in _EXPORTS:
-        module = importlib.import_module(f"{__name__}.{_EXPORTS[name]}")
-        return getattr(module, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

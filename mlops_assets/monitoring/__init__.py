@@ -9,33 +9,27 @@
 * :mod:`~mlops_assets.monitoring.plots`: :func:`drift_plot_png`.
 """
 
-from mlops_assets.monitoring.columns import ColumnType, DriftInputError
-from mlops_assets.monitoring.drift import (
-    DriftResult,
-    ReferenceProfile,
-    fast_drift,
-    prepare_reference,
-    summary_row,
-)
-from mlops_assets.monitoring.events import (
-    DriftDecision,
-    DriftObservation,
-    DriftPolicy,
-    decide_drift_action,
-    send_alert,
-)
+from mlops_assets.lazy import lazy_exports
 
-__all__ = [
-    "ColumnType",
-    "DriftDecision",
-    "DriftInputError",
-    "DriftObservation",
-    "DriftPolicy",
-    "DriftResult",
-    "ReferenceProfile",
-    "decide_drift_action",
-    "fast_drift",
-    "prepare_reference",
-    "send_alert",
-    "summary_row",
-]
+# Exports are loaded on first use (PEP 562): the drift modules import scipy and pandas (~1.5 s),
+# which the light users of this package (the prediction-log writer process needs only
+# ``monitoring.served``) must not pay for.
+_EXPORTS = {
+    "ColumnType": "columns",
+    "DriftInputError": "columns",
+    "DriftResult": "drift",
+    "ReferenceProfile": "drift",
+    "fast_drift": "drift",
+    "prepare_reference": "drift",
+    "summary_row": "drift",
+    "DriftDecision": "events",
+    "DriftObservation": "events",
+    "DriftPolicy": "events",
+    "decide_drift_action": "events",
+    "send_alert": "events",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+__getattr__ = lazy_exports(__name__, _EXPORTS)

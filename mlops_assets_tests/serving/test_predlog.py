@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -9,6 +13,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from mlops_assets.data.segments import SegmentError
 from mlops_assets.monitoring.served import (
     ServedLogError,
     find_prediction,
@@ -79,3 +84,107 @@ def test_empty_and_damaged_logs(tmp_path: Path) -> None:
     (tmp_path / "pred-bad.parquet").write_text("not parquet")
     with pytest.raises(ServedLogError, match="pred-bad.parquet"):
         read_closed_segments(tmp_path)
+
+
+def _wait(condition, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_writer_process_writes_segments_at_idle_priority(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path, flush_rows=1000, flush_seconds=60).start()
+    writer = log.writer_pid
+    assert writer is not None and writer != os.getpid()
+    assert os.sched_getscheduler(writer) == os.SCHED_IDLE and log.writer_priority == "idle"
+    assert os.getpgid(writer) == os.getpgid(0)  # in the worker's group: counted and listed with it
+
+    def ignores_sigint() -> bool:
+        status = Path(f"/proc/{writer}/status").read_text()
+        mask = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigIgn:")), 16)
+        return bool(mask & (1 << (signal.SIGINT - 1)))
+
+    _wait(ignores_sigint)
+    os.kill(writer, signal.SIGINT)  # a terminal's Ctrl-C does not cut the writer short
+    log.append(_record(0))
+    log.append(_record(1, n=2))
+    path = log.flush()
+    assert path is not None and path.parent == tmp_path and f"-{os.getpid()}-" in path.name
+    assert pl.read_parquet(path)["request_id"].to_list() == ["req-0", "req-1", "req-1"]
+    assert log.flush() is None  # nothing new
+    log.append(_record(2))
+    log.close()
+    assert log.writer_pid is None and log.local_segments == 0
+    assert (log.segments_written, log.rows_written, log.rows_dropped) == (2, 4, 0)
+    with pytest.raises(ProcessLookupError):  # it exited at the end of its input
+        os.kill(writer, 0)
+    assert sorted(read_closed_segments(tmp_path)["request_id"]) == ["req-0", "req-1", "req-1", "req-2"]
+
+
+def test_a_killed_writer_loses_only_what_it_held(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path, flush_rows=1000, flush_seconds=60).start()
+    for i in range(3):
+        log.append(_record(i))
+    _wait(lambda: log.rows_sent == 3)  # handed over, not yet closed into a segment
+    writer = log.writer_pid
+    os.kill(writer, signal.SIGKILL)
+    _wait(lambda: Path(f"/proc/{writer}/stat").read_text().split(") ")[1][0] == "Z")  # dead, pipe closed
+    log.append(_record(3))
+    log.append(_record(4, n=2))
+    log.close()  # the broken pipe switches the log to writing here
+    assert log.rows_dropped == 3 and log.local_segments == 1
+    assert read_closed_segments(tmp_path)["request_id"].to_list() == ["req-3", "req-4", "req-4"]
+
+
+def test_a_starved_writer_is_relieved_and_nothing_is_lost_or_doubled(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path, flush_rows=500, flush_seconds=0.2).start()
+    os.kill(log.writer_pid, signal.SIGSTOP)  # as if the worker left its core no idle time
+    try:
+        n = 12_000  # several times what the pipe holds
+        for i in range(n):
+            log.append(_record(i))
+        _wait(lambda: log.local_segments > 0)
+    finally:
+        os.kill(log.writer_pid, signal.SIGCONT)
+    log.close()
+    ids = read_closed_segments(tmp_path, features=False)["request_id"]
+    assert ids.len() == n and ids.n_unique() == n
+    assert log.rows_dropped == 0 and log.rows_written == n
+    assert 0 < log.rows_sent < n  # some through the writer process, the rest written here
+
+
+def test_a_worker_that_dies_leaves_its_rows_with_the_writer(tmp_path: Path) -> None:
+    script = f"""
+import os, sys, time
+sys.path[:0] = {sys.path!r}
+from mlops_assets_tests.serving.test_predlog import _record
+from serving.predlog import PredictionLog
+log = PredictionLog({str(tmp_path)!r}, flush_rows=1000, flush_seconds=60).start()
+for i in range(5):
+    log.append(_record(i))
+while log.rows_sent < 5:
+    time.sleep(0.01)
+os._exit(0)  # no close(): the writer sees the end of its input
+"""
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+    _wait(lambda: len(list_closed_segments(tmp_path)) == 1, seconds=30)
+    (segment,) = list_closed_segments(tmp_path)
+    assert segment.name.endswith("-eof.parquet")
+    assert read_closed_segments(tmp_path)["request_id"].to_list() == [f"req-{i}" for i in range(5)]
+
+
+def test_bad_writer_settings_are_named_errors(tmp_path: Path) -> None:
+    with pytest.raises(SegmentError, match="writer must be one of"):
+        PredictionLog(tmp_path, writer="fork")
+    with pytest.raises(SegmentError, match="flush_rows"):
+        PredictionLog(tmp_path, flush_rows=0)
+
+
+def test_the_writer_process_imports_stay_light() -> None:
+    """The writer starts at idle priority beside a busy worker: it must not import scipy/pandas
+    (the drift modules) just to write segments (that once took ~2 s of its CPU)."""
+    code = ("import sys; import serving.predlog_writer, serving.predlog, mlops_assets.monitoring.served; "
+            "print(sorted(m for m in ('scipy', 'pandas', 'sklearn', 'torch') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -1,0 +1,126 @@
+"""The prediction-log writer process: one per inference worker, it turns packed records into segments.
+
+``python -m serving.predlog_writer LOG_DIR TOKEN PID`` is started by ``serving.predlog.PredictionLog``
+with pipes on stdin and stdout. Why a process: building and writing a Parquet segment of 5,000
+requests takes ~15 ms of CPU; in a thread of the worker it holds the worker's GIL in bursts, and
+requests that arrive meanwhile wait (the p99 at concurrency 1 was 1.2-1.8 ms with it, 0.5 ms
+without). Here it runs under ``SCHED_IDLE``: on the worker's core it only gets time the worker does
+not want, and the kernel preempts it at once when a request wakes the worker.
+
+Protocol (private to the two processes):
+
+* stdin: frames of a 4-byte little-endian length and a pickle of ``(records, close_seq)``:
+  ``records`` a list of ``serving.predlog.Packed`` tuples; ``close_seq`` None, or the sequence number
+  under which everything received so far is written as one closed segment
+  (``pred-<TOKEN>-<PID>-<seq>.parquet``). The worker numbers segments, so its own fallback
+  segments (written while this process is starved or gone) never clash with these.
+* stdout: one JSON line per close: ``{"seq", "rows", "segment"}`` or ``{"seq", "rows", "error"}``.
+* end of stdin (the worker closed it or died): what is left is written as
+  ``pred-<TOKEN>-<PID>-<last seq + 1>-eof.parquet`` and the process exits. SIGINT and SIGTERM are
+  ignored, so a Ctrl-C or a process-group signal cannot cut off that last segment; the writer lives
+  exactly as long as its pipe. It stays in the worker's process group, so tools that account or
+  list by group (the serving benchmark's CPU figures among them) include it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import struct
+import sys
+
+HEADER = struct.Struct("<I")
+
+
+def lower_priority(pid: int) -> str:
+    """Let process ``pid`` run only when its core is otherwise idle (Linux ``SCHED_IDLE``), else at
+    nice 19. The worker calls it right after starting the writer, before the writer starts threads
+    (they inherit the policy)."""
+    try:
+        os.sched_setscheduler(pid, os.SCHED_IDLE, os.sched_param(0))  # type: ignore[attr-defined]
+        return "idle"
+    except (AttributeError, OSError):
+        try:
+            os.setpriority(os.PRIO_PROCESS, pid, 19)
+            return "nice"
+        except OSError:
+            return "normal"
+
+
+def _read_exact(fd: int, n: int) -> bytes | None:
+    """``n`` bytes from ``fd``; None at end of input (a frame cut short counts as the end)."""
+    chunks, left = [], n
+    while left:
+        chunk = os.read(fd, min(left, 1 << 20))
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        left -= len(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def read_frames(fd: int):
+    """Yield ``(records, close_seq)`` frames from ``fd`` until its end."""
+    while True:
+        header = _read_exact(fd, HEADER.size)
+        if header is None:
+            return
+        payload = _read_exact(fd, HEADER.unpack(header)[0])
+        if payload is None:
+            return
+        yield pickle.loads(payload)
+
+
+def serve(fd: int, out, log_dir: str, token: str, pid: str) -> int:
+    """The writer loop; returns the number of segments written."""
+    from mlops_assets.monitoring.served import write_segment
+    from serving.predlog import packed_to_frame, segment_name
+
+    def close(records: list, seq: int, suffix: str = "") -> dict:
+        rows = sum(len(r[8]) for r in records)
+        name = segment_name(token, pid, seq, suffix)
+        try:
+            write_segment(packed_to_frame(records), log_dir, name)
+            return {"seq": seq, "rows": rows, "segment": name}
+        except Exception as exc:  # noqa: BLE001 - reported to the worker, which counts the rows dropped
+            return {"seq": seq, "rows": rows, "error": f"{name}: {type(exc).__name__}: {exc}"}
+
+    def tell(ack: dict) -> None:
+        try:
+            out.write(json.dumps(ack) + "\n")
+            out.flush()
+        except (BrokenPipeError, OSError):  # the worker stopped reading: keep writing segments anyway
+            pass
+
+    pending: list = []
+    last_seq, written = 0, 0
+    for records, close_seq in read_frames(fd):
+        pending.extend(records)
+        if close_seq is not None:
+            ack = close(pending, close_seq) if pending else {"seq": close_seq, "rows": 0, "segment": None}
+            written += bool(ack.get("segment"))
+            pending, last_seq = [], max(last_seq, close_seq)
+            tell(ack)
+    if pending:  # the worker went away without a last close
+        ack = close(pending, last_seq + 1, "-eof")
+        written += bool(ack.get("segment"))
+        if "error" in ack:
+            print(f"prediction-log writer: {ack['error']}", file=sys.stderr)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 3:
+        print("usage: python -m serving.predlog_writer LOG_DIR TOKEN PID", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    serve(sys.stdin.buffer.fileno(), sys.stdout, *args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
