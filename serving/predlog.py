@@ -19,9 +19,7 @@ unwritten are counted in ``rows_dropped``) or is starved: when the pipe has been
 waiting in the worker are written here, so memory stays bounded. ``writer="thread"`` skips the
 process altogether. Without ``start()`` (tests, scripts), ``flush()`` writes in the calling thread.
 
-Why bytes: joining 5,000 byte strings and reading them with ``np.frombuffer`` is one C call;
-concatenating 5,000 small arrays costs ~1 ms per column (and per-record Python for the
-probabilities more again), and pickling bytes is cheaper than pickling arrays.
+The records themselves (``LogRecord``, ``pack``, ``packed_to_frame``): ``serving/predlog_format.py``.
 """
 
 from __future__ import annotations
@@ -37,23 +35,12 @@ import sys
 import threading
 import time
 from collections import deque
-from itertools import chain
-from operator import itemgetter
 from pathlib import Path
-from typing import Any, NamedTuple
-
-import numpy as np
-import polars as pl
+from typing import Any
 
 from mlops_assets.data.segments import SegmentError, process_token
-from mlops_assets.monitoring.served import (
-    NAMES_COLUMN,
-    SEGMENT_PREFIX,
-    SEGMENT_SCHEMA,
-    SEGMENT_SUFFIX,
-    VALUES_COLUMN,
-    write_segment,
-)
+from mlops_assets.monitoring.served import write_segment
+from serving.predlog_format import LogRecord, Packed, pack, packed_to_frame, rows_of, segment_name
 from serving.predlog_writer import HEADER, lower_priority
 
 log = logging.getLogger(__name__)
@@ -61,100 +48,6 @@ WRITERS = ("process", "thread")
 PIPE_BYTES = 1 << 20  # the writer's pipe (the default unprivileged maximum): ~5,000 packed requests
 WAIT_SECONDS = 30.0  # how long flush() and close() wait for the writer process
 
-
-
-class LogRecord(NamedTuple):
-    """One served request: ``x`` holds the feature rows fed to the model (``features`` order).
-
-    A NamedTuple, because building it is on the request path (a frozen dataclass costs 5x more).
-    """
-
-    request_id: str
-    ts: float
-    latency_ms: float
-    model_name: str
-    model_version: str
-    alias: str
-    variant: str
-    snapshot_version: str | None
-    entities: list[str | None]
-    features: tuple[str, ...]
-    x: np.ndarray
-    predictions: np.ndarray
-    probabilities: np.ndarray | None
-
-
-def _probability_column(probabilities: np.ndarray | None, n: int) -> np.ndarray:
-    """P(class 1) for binary, the predicted class's probability for multiclass, NaN (null) for regression."""
-    if probabilities is None:
-        return np.full(n, np.nan)
-    p = np.asarray(probabilities, dtype=np.float64)
-    return p.max(axis=1) if p.ndim == 2 else p.reshape(-1)
-
-
-Packed = tuple  # LogRecord's fields, with x, predictions and probabilities as float64 bytes
-
-
-def pack(record: LogRecord) -> Packed:
-    """The queued form of ``record`` (on the request path: keep it cheap)."""
-    n = len(record.entities)
-    return (*record[:10], np.asarray(record.x, dtype=np.float64).tobytes(),
-            np.asarray(record.predictions, dtype=np.float64).tobytes(),
-            _probability_column(record.probabilities, n).tobytes())
-
-
-def _group_frame(names: tuple[str, ...], items: list[Packed]) -> pl.DataFrame:
-    """Rows of packed records that share one feature list: a few whole-array calls, no per-row Python."""
-    # one C-level pass per field (zip(*items) would build 5,000 iterators: ~5x slower)
-    (request_id, ts, latency, model_name, version, alias, variant, snapshot, entities, _, xs, predictions,
-     probabilities) = [list(map(itemgetter(i), items)) for i in range(13)]
-    counts = np.fromiter(map(len, entities), dtype=np.int64, count=len(items))
-    n_rows = int(counts.sum())
-    per_request = pl.DataFrame(
-        {"request_id": request_id, "ts": np.asarray(ts) * 1e6, "model_name": model_name,
-         "model_version": version, "alias": alias, "variant": variant, "snapshot_version": snapshot,
-         "latency_ms": latency},
-        schema_overrides={"snapshot_version": pl.String()},
-    )
-    if n_rows == len(items):  # one row per request: nothing to expand
-        row = np.zeros(n_rows, dtype=np.int64)
-    else:
-        owner = np.repeat(np.arange(len(items)), counts)  # the request of each row
-        row = np.arange(n_rows) - np.repeat(np.cumsum(counts) - counts, counts)
-        per_request = per_request[owner]
-    x = np.frombuffer(b"".join(xs), dtype=np.float64).reshape(n_rows, len(names))
-    return per_request.with_columns(
-        pl.Series("row", row),
-        pl.col("ts").cast(pl.Int64).cast(pl.Datetime("us")).dt.replace_time_zone("UTC"),
-        pl.Series("entity", list(chain.from_iterable(entities)), dtype=pl.String()),
-        pl.Series("prediction", np.frombuffer(b"".join(predictions), dtype=np.float64)),
-        pl.Series("probability", np.frombuffer(b"".join(probabilities), dtype=np.float64), nan_to_null=True),
-        pl.lit(list(names), dtype=SEGMENT_SCHEMA[NAMES_COLUMN]).alias(NAMES_COLUMN),
-        pl.Series(VALUES_COLUMN, x).cast(SEGMENT_SCHEMA[VALUES_COLUMN]),
-    ).select(list(SEGMENT_SCHEMA)).cast(SEGMENT_SCHEMA)
-
-
-def packed_to_frame(items: list[Packed]) -> pl.DataFrame:
-    """Expand packed records into one row per served instance (``SEGMENT_SCHEMA``), grouped by
-    feature list (one group per served model version)."""
-    features = items[0][9] if items else ()
-    if all(item[9] == features for item in items):  # the usual case: one model version
-        groups = {features: items} if items else {}
-    else:
-        groups = {}
-        for item in items:
-            groups.setdefault(item[9], []).append(item)
-    frames = [_group_frame(names, group) for names, group in groups.items()]
-    return pl.concat(frames) if frames else pl.DataFrame(schema=SEGMENT_SCHEMA)
-
-
-def segment_name(token: str, pid: int | str, seq: int, suffix: str = "") -> str:
-    """``pred-<process start>-<worker pid>-<seq><suffix>.parquet``: unique per worker and segment."""
-    return f"{SEGMENT_PREFIX}{token}-{pid}-{seq:06d}{suffix}{SEGMENT_SUFFIX}"
-
-
-def _rows(records: list[Packed]) -> int:
-    return sum(len(r[8]) for r in records)
 
 
 class PredictionLog:
@@ -243,7 +136,7 @@ class PredictionLog:
                 self._held_since = time.monotonic()
             taken = [self._queue.popleft() for _ in range(n)]
             self._held.extend(taken)
-            self._held_rows += _rows(taken)
+            self._held_rows += rows_of(taken)
             self._queued_rows = 0
 
     def _release(self) -> list[Packed]:
@@ -254,7 +147,7 @@ class PredictionLog:
     def _take_back_outbox(self) -> None:
         """The unsent frame's records go back to ``_held`` (the writer never read that frame)."""
         self._held = self._outbox_records + self._held
-        self._held_rows += _rows(self._outbox_records)
+        self._held_rows += rows_of(self._outbox_records)
         self._outbox, self._outbox_records, self._blocked_since = None, [], None
 
     def _tick(self) -> None:
@@ -372,7 +265,7 @@ class PredictionLog:
     # -- writing here -------------------------------------------------------------------------------
     def _write_local(self) -> Path:
         records = self._release()
-        rows = _rows(records)
+        rows = rows_of(records)
         self._seq += 1
         try:
             path = write_segment(packed_to_frame(records), self.log_dir,
@@ -422,7 +315,7 @@ class PredictionLog:
         payload = pickle.dumps((records, seq), protocol=pickle.HIGHEST_PROTOCOL)
         self._outbox = memoryview(HEADER.pack(len(payload)) + payload)
         self._outbox_records = records
-        rows = _rows(records)
+        rows = rows_of(records)
         if close:
             self._open_rows = 0
         else:
@@ -451,7 +344,7 @@ class PredictionLog:
             if n < len(self._outbox):
                 self._outbox = self._outbox[n:]
                 continue
-            self.rows_sent += _rows(self._outbox_records)
+            self.rows_sent += rows_of(self._outbox_records)
             self._outbox, self._outbox_records, self._blocked_since = None, [], None
         return True
 

@@ -10,7 +10,7 @@ not want, and the kernel preempts it at once when a request wakes the worker.
 Protocol (private to the two processes):
 
 * stdin: frames of a 4-byte little-endian length and a pickle of ``(records, close_seq)``:
-  ``records`` a list of ``serving.predlog.Packed`` tuples; ``close_seq`` None, or the sequence number
+  ``records`` a list of ``serving.predlog_format.Packed`` tuples; ``close_seq`` None, or the sequence number
   under which everything received so far is written as one closed segment
   (``pred-<TOKEN>-<PID>-<seq>.parquet``). The worker numbers segments, so its own fallback
   segments (written while this process is starved or gone) never clash with these.
@@ -76,7 +76,7 @@ def read_frames(fd: int):
 def serve(fd: int, out, log_dir: str, token: str, pid: str) -> int:
     """The writer loop; returns the number of segments written."""
     from mlops_assets.monitoring.served import write_segment
-    from serving.predlog import packed_to_frame, segment_name
+    from serving.predlog_format import packed_to_frame, segment_name
 
     def close(records: list, seq: int, suffix: str = "") -> dict:
         rows = sum(len(r[8]) for r in records)
