@@ -76,10 +76,10 @@ def read_frames(fd: int):
 def serve(fd: int, out, log_dir: str, token: str, pid: str) -> int:
     """The writer loop; returns the number of segments written."""
     from mlops_assets.monitoring.served import write_segment
-    from serving.predlog_format import packed_to_frame, segment_name
+    from serving.predlog_format import packed_to_frame, rows_of, segment_name
 
     def close(records: list, seq: int, suffix: str = "") -> dict:
-        rows = sum(len(r[8]) for r in records)
+        rows = rows_of(records)
         name = segment_name(token, pid, seq, suffix)
         try:
             write_segment(packed_to_frame(records), log_dir, name)
