@@ -258,25 +258,20 @@ def audit_log(limit: int = 20) -> None:
 
 @app.command()
 @handles_errors
-def serve(workers: int = 1) -> None:
-    """Start the inference app (serving.port) and the management API (serving.api_port) together."""
-    import subprocess
+def serve(workers: Annotated[int, typer.Option(min=1, help="inference worker processes")] = 1) -> None:
+    """Start the inference app (serving.port) and the management API (serving.api_port) together.
+
+    Ctrl-C, SIGTERM or SIGHUP stops both gracefully; if either exits, the other is stopped and the
+    command fails with a message naming it."""
+    from mlops_assets import supervise
 
     s = settings()
-    procs = [
-        subprocess.Popen([sys.executable, "-m", "uvicorn", "serving.main:app", "--host", s.serving.host,
-                          "--port", str(s.serving.port), "--workers", str(workers)], cwd=PROJECT_ROOT),
-        subprocess.Popen([sys.executable, "-m", "uvicorn", "serving.api:app", "--host", s.serving.host,
-                          "--port", str(s.serving.api_port)], cwd=PROJECT_ROOT),
-    ]
     typer.echo(f"inference http://{s.serving.host}:{s.serving.port}  management http://{s.serving.host}:"
                f"{s.serving.api_port}  (Ctrl-C stops both)")
-    try:
-        for p in procs:
-            p.wait()
-    except KeyboardInterrupt:
-        for p in procs:
-            p.terminate()
+    code = supervise.run(supervise.serving_apps(s, workers), supervise.serving_env(s, workers),
+                         echo=lambda m: typer.echo(m, err=True))
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command("import-model")
