@@ -51,7 +51,9 @@ def test_a_signal_stops_both_apps_and_the_log_is_flushed(world: World, tmp_path:
     proc = _serve(config, tmp_path, "--workers", "2")
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_ready(url, timeout=120)
+        wait_ready(url, timeout=120)  # one worker; then both (each request is a new connection)
+        wait_until(lambda: all(httpx.get(f"{url}/ready", timeout=30).status_code == 200 for _ in range(10)),
+                   timeout=120)
         assert wait_until(lambda: httpx.get(f"http://127.0.0.1:{api_port}/health", timeout=5).status_code == 200
                           if _listening(api_port) else False, timeout=120)
         served = 0
