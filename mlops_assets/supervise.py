@@ -49,12 +49,11 @@ class Stop(Exception):
 
 def serving_apps(settings: Settings, workers: int) -> list[App]:
     """The two uvicorn commands ``mlops serve`` runs."""
-    host, cfg = settings.serving.host, settings.serving
-    uvicorn = [sys.executable, "-m", "uvicorn"]
+    cfg, uvicorn = settings.serving, [sys.executable, "-m", "uvicorn"]
     return [
-        App("inference app", [*uvicorn, "serving.main:app", "--host", host, "--port", str(cfg.port),
+        App("inference app", [*uvicorn, "serving.main:app", "--host", cfg.host, "--port", str(cfg.port),
                               "--workers", str(workers)]),
-        App("management API", [*uvicorn, "serving.api:app", "--host", host, "--port", str(cfg.api_port)]),
+        App("management API", [*uvicorn, "serving.api:app", "--host", cfg.host, "--port", str(cfg.api_port)]),
     ]
 
 
