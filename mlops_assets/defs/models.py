@@ -15,7 +15,6 @@ import polars as pl
 
 from mlops_assets.defs.common import OWNER_ML, OWNER_RISK, markdown_table, png_markdown
 from mlops_assets.defs.resources import PlatformResource
-from mlops_assets.models import tags as T
 
 TRAINING_DATASET = dg.AssetKey("training_dataset")
 MODEL_VERSIONS = dg.DynamicPartitionsDefinition(name="model_versions")

@@ -87,8 +87,6 @@ def test_edits_after_export_are_caught(bundle: tuple[Settings, Path]) -> None:
     lines[0] = json.dumps(entry, sort_keys=True)
     log_path.write_text("\n".join(lines) + "\n")
     manifest = json.loads((root / MANIFEST).read_text())
-    import hashlib
-
     manifest["files"][AUDIT_LOG] = {"sha256": hashlib.sha256(log_path.read_bytes()).hexdigest(),
                                     "bytes": log_path.stat().st_size}
     (root / MANIFEST).write_text(json.dumps(manifest))

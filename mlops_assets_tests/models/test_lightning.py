@@ -39,6 +39,7 @@ def test_same_seed_same_metrics_and_weights(store, small):
     x = data.select(features).to_numpy()
     assert np.array_equal(w1.predict_array(x), w2.predict_array(x))
     assert r3.loss_curve != r1.loss_curve
+    assert not np.array_equal(w3.predict_array(x), w1.predict_array(x))  # another seed, another model
     # each call without an active run gets its own finished run with one val_loss per epoch
     client = store.client()
     run = client.get_run(r1.run_id)

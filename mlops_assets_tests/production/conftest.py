@@ -144,7 +144,7 @@ def run_pipeline(stack: Stack) -> None:
                 assert prompt.get_asset_materialization_events(), "the prompt evaluation did not run"
             finally:
                 instance.dispose()
-            client, store, s = stack.client(), stack.store(), stack.settings
+            client, store = stack.client(), stack.store()
             approve(client, store, stack.model_name, stack.versions[0], reviewer="alice", compliance_required=False)
             promote(client, store, stack.model_name, stack.versions[0], alias="production", actor="alice",
                     reason="first production version", compliance_required=False)
