@@ -263,12 +263,12 @@ def serve(workers: Annotated[int, typer.Option(min=1, help="inference worker pro
 
     Ctrl-C, SIGTERM or SIGHUP stops both gracefully; if either exits, the other is stopped and the
     command fails with a message naming it."""
-    from mlops_assets import supervise
+    from mlops_assets import cli_serve
 
     s = settings()
     typer.echo(f"inference http://{s.serving.host}:{s.serving.port}  management http://{s.serving.host}:"
                f"{s.serving.api_port}  (Ctrl-C stops both)")
-    code = supervise.run(supervise.serving_apps(s, workers), supervise.serving_env(s, workers),
+    code = cli_serve.run(cli_serve.serving_apps(s, workers), cli_serve.serving_env(s, workers),
                          echo=lambda m: typer.echo(m, err=True))
     if code:
         raise typer.Exit(code)
