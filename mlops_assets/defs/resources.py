@@ -75,19 +75,21 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
 
 
 class PlatformResource(dg.ConfigurableResource):
-    """Where the platform's stores live; every value comes from Settings."""
+    """Where the platform's stores live. The fields are real overrides of the one Settings object:
+    each one the launchpad or a test sets replaces that setting for the run (``None`` keeps the value
+    from defaults < config.yaml < environment), and every path derived from ``home`` follows it."""
 
-    home: str
-    tracking_uri: str
-    governance_url: str
-    model_name: str
-    experiment_name: str
+    home: str | None = None
+    tracking_uri: str | None = None  # None: sqlite under home (or MLFLOW_TRACKING_URI)
+    governance_url: str | None = None  # None: sqlite under home (or MLOPS_GOVERNANCE_URL)
+    model_name: str | None = None
+    experiment_name: str | None = None
     openai_api_key: str | None = None
     openai_base_url: str | None = None
 
     @property
     def settings(self) -> Settings:
-        return get_settings()
+        return settings_with_overrides(get_settings(), self)
 
     @property
     def warehouse(self) -> Warehouse:
@@ -100,6 +102,29 @@ class PlatformResource(dg.ConfigurableResource):
         return stores.mlflow_client(self.settings)
 
 
+def settings_with_overrides(base: Settings, resource: PlatformResource) -> Settings:
+    """``base`` with the resource's non-empty fields applied (validated like any other setting)."""
+    if all(getattr(resource, f) is None for f in ("home", "tracking_uri", "governance_url", "model_name",
+                                                   "experiment_name", "openai_api_key", "openai_base_url")):
+        return base
+    s = base.model_copy(deep=True)
+    if resource.home is not None:
+        s.home = Path(resource.home)
+    if resource.tracking_uri is not None:
+        s.tracking_uri = resource.tracking_uri
+    if resource.governance_url is not None:
+        s.governance_url = resource.governance_url
+    if resource.model_name is not None:
+        s.model.name = resource.model_name
+    if resource.experiment_name is not None:
+        s.model.experiment_name = resource.experiment_name
+    if resource.openai_api_key is not None:
+        s.llm.api_key = resource.openai_api_key
+    if resource.openai_base_url is not None:
+        s.llm.base_url = resource.openai_base_url
+    return s
+
+
 def build_resources(settings: Settings) -> dict[str, object]:
     settings.ensure_dirs()
     return {
@@ -107,8 +132,8 @@ def build_resources(settings: Settings) -> dict[str, object]:
             path=str(settings.warehouse_path), write_threads=settings.data.warehouse_threads),
         "platform": PlatformResource(
             home=str(settings.home),
-            tracking_uri=settings.mlflow_tracking_uri,
-            governance_url=settings.governance_db_url,
+            tracking_uri=settings.tracking_uri,
+            governance_url=settings.governance_url,
             model_name=settings.model.name,
             experiment_name=settings.model.experiment_name,
             openai_api_key=dg.EnvVar("OPENAI_API_KEY") if settings.llm.api_key else None,
