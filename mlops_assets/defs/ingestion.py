@@ -20,8 +20,9 @@ from mlops_assets.defs.resources import WAREHOUSE_POOL, PlatformResource
     description=(
         "Daily OHLCV market data in the canonical schema (symbol, date, open, high, low, close, volume), "
         "from the loader named by DATA_LOADER_TYPE (synthetic by default, local files, or the feature "
-        "store). Rows with NaN or non-positive prices or a duplicate (symbol, date) go to the "
-        "market_data_quarantine table with the reason."
+        "store). Impossible rows go to the market_data_quarantine table with the reason and the values "
+        "involved: missing or unparseable values, NaN, infinite or non-positive prices, high below low, "
+        "an open or close outside [low, high], negative volume, a duplicate (symbol, date)."
     ),
     metadata={"source": "DATA_LOADER_TYPE / DATA_SOURCE_PATH"},
 )
@@ -30,7 +31,7 @@ def raw_market_data(context: dg.AssetExecutionContext, platform: PlatformResourc
     try:
         raw = make_loader(settings).load()
     except DataLoadError as exc:
-        raise dg.Failure(description=str(exc)) from None
+        raise dg.Failure(description=str(exc), metadata={"field": exc.field, "source": exc.source}) from None
     validated = validate_market_data(raw, source=settings.data.loader_type)
     if validated.clean.is_empty():
         raise dg.Failure(description=f"no usable rows: all {raw.height} rows were quarantined "
@@ -50,6 +51,8 @@ def raw_market_data(context: dg.AssetExecutionContext, platform: PlatformResourc
             "loader": settings.data.loader_type,
             "quarantined_rows": sum(counts.values()),
             "quarantine_reasons": dg.MetadataValue.json(counts),
+            "quarantine_preview": markdown_table(
+                validated.quarantine.select("symbol", "date", "reason", "detail").head(10)),
             "preview": markdown_table(clean.head(5)),
         },
     )
