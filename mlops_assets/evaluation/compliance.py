@@ -11,7 +11,16 @@ Checks (a threshold set to ``None`` disables its check, which is then listed as 
 * ``drift_share`` - share of drifted features between the candidate's training window and
   current data (computed by the monitoring domain and passed in);
 * ``champion_ab`` - blocks a candidate that the A/B test found significantly worse than the
-  champion (skipped when there is no champion).
+  champion (skipped when there is no champion);
+* ``metric_ci_vs_baseline`` - the lower bound (upper, for a loss) of the bootstrap interval of the
+  primary metric over the pooled out-of-sample predictions (walk-forward folds, or the test split
+  of a version that cannot be retrained) must beat the best baseline on the same rows by
+  ``metric_ci_margin``: a point estimate that beats the baseline by luck does not pass;
+* ``deflated_sharpe`` - the Deflated Sharpe Ratio of the strategy (Bailey & Lopez de Prado 2014,
+  correcting for the number of trials the experiment ran) must be at least ``min_deflated_sharpe``.
+
+Both read a :class:`~mlops_assets.evaluation.assess.SkillAssessment` (``skill=``); they are off
+(``None``) in a bare ``CompliancePolicy()`` and on in the configured policy (settings).
 
 The gate fails closed: a check whose input is missing (no baseline, no backtest, no fairness
 audit, no drift share) fails with a message saying what to supply or which threshold to disable.
@@ -26,6 +35,7 @@ from collections.abc import Mapping
 from pydantic import BaseModel, ConfigDict, Field
 
 from mlops_assets.evaluation.ab import ABResult
+from mlops_assets.evaluation.assess import SkillAssessment
 from mlops_assets.evaluation.backtest import BacktestResult
 from mlops_assets.evaluation.errors import EvaluationInputError
 from mlops_assets.evaluation.fairness import DEFAULT_FAIRNESS_LIMITS, FairnessReport, severity_for
@@ -56,6 +66,12 @@ class CompliancePolicy(BaseModel):
         0.5, ge=0, le=1, description="largest allowed share of drifted features"
     )
     block_if_worse_than_champion: bool = True
+    metric_ci_margin: float | None = Field(
+        None, description="required margin of the interval's lower bound over the best baseline (None: off)"
+    )
+    min_deflated_sharpe: float | None = Field(
+        None, ge=0, le=1, description="smallest allowed Deflated Sharpe Ratio (None: off)"
+    )
 
 
 class PolicyCheck(BaseModel):
@@ -247,6 +263,54 @@ def _ab_check(policy: CompliancePolicy, ab: ABResult | None) -> PolicyCheck:
     )
 
 
+def _skill_checks(policy: CompliancePolicy, skill: SkillAssessment | None) -> list[PolicyCheck]:
+    out = []
+    if policy.metric_ci_margin is None:
+        out.append(_skipped("metric_ci_vs_baseline", "disabled (metric_ci_margin is None)"))
+    elif skill is None:
+        out.append(PolicyCheck(name="metric_ci_vs_baseline", passed=False,
+                               message="no out-of-sample interval; run the walk-forward evaluation or set "
+                                       "metric_ci_margin=None"))
+    else:
+        iv, best = skill.interval, skill.best_baseline()
+        higher = skill.higher_is_better
+        bound = iv.low if higher else iv.high
+        level = f"{iv.level:.0%}"
+        if best is None or not math.isfinite(bound):
+            out.append(PolicyCheck(name="metric_ci_vs_baseline", passed=False, value=_finite(bound),
+                                   message=f"{skill.metric} interval or baseline undefined on the "
+                                           f"out-of-sample rows ({skill.mode})"))
+        else:
+            name, value = best
+            threshold = value + policy.metric_ci_margin if higher else value - policy.metric_ci_margin
+            passed = bound > threshold if higher else bound < threshold
+            side = "lower" if higher else "upper"
+            verdict = "skill beyond the baseline" if passed else "not distinguishable from the baseline (could be luck)"
+            out.append(PolicyCheck(
+                name="metric_ci_vs_baseline", passed=passed, value=bound, threshold=threshold,
+                message=f"{side} bound of the {level} interval of {skill.metric} [{fmt(iv.low)}, {fmt(iv.high)}] "
+                        f"(point {fmt(iv.value)}, {skill.mode}, {iv.n_dates} dates) must be "
+                        f"{'above' if higher else 'below'} best baseline '{name}' {fmt(value)}"
+                        f" {'+' if higher else '-'} margin {policy.metric_ci_margin:g}: {verdict}"))
+    if policy.min_deflated_sharpe is None:
+        out.append(_skipped("deflated_sharpe", "disabled (min_deflated_sharpe is None)"))
+    elif skill is None:
+        out.append(PolicyCheck(name="deflated_sharpe", passed=False, threshold=policy.min_deflated_sharpe,
+                               message="no out-of-sample returns; run the walk-forward evaluation or set "
+                                       "min_deflated_sharpe=None"))
+    else:
+        d = skill.dsr
+        value = _finite(d.dsr)
+        out.append(PolicyCheck(
+            name="deflated_sharpe", passed=value is not None and value >= policy.min_deflated_sharpe, value=value,
+            threshold=policy.min_deflated_sharpe,
+            message=f"probability that the strategy's true Sharpe exceeds the best of {d.n_trials} trial(s) by luck "
+                    f"(annualised Sharpe {fmt(d.sharpe_annualised)} vs expected maximum "
+                    f"{fmt(d.expected_max_sharpe * math.sqrt(252))}, {d.n_returns} days, skew {fmt(d.skew)}, "
+                    f"kurtosis {fmt(d.kurtosis)}) must be >= {policy.min_deflated_sharpe:g}"))
+    return out
+
+
 def compliance_verdict(
     policy: CompliancePolicy | None,
     metrics: Mapping[str, float],
@@ -258,11 +322,13 @@ def compliance_verdict(
     task_type: str | None = None,
     ab: ABResult | None = None,
     model_version: str | None = None,
+    skill: SkillAssessment | None = None,
 ) -> ComplianceReport:
     """Check every threshold of ``policy`` (defaults when None) and return the report.
 
     ``baseline_metrics`` maps a baseline name to its metrics; ``backtest`` is a result or the
-    candidate's whole-period statistics (``max_drawdown``, ``sharpe``).
+    candidate's whole-period statistics (``max_drawdown``, ``sharpe``). ``skill`` is the
+    out-of-sample assessment the interval and Deflated Sharpe checks read.
     """
     policy = policy or CompliancePolicy()
     task = task_type or infer_task_type(metrics)
@@ -277,6 +343,7 @@ def compliance_verdict(
         *_fairness_checks(policy, fairness),
         _drift_check(policy, candidate_drift_share),
         _ab_check(policy, ab),
+        *_skill_checks(policy, skill),
     ]
     return ComplianceReport(
         passed=all(c.passed for c in checks), task_type=task, checks=checks,
