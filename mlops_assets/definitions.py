@@ -5,7 +5,7 @@ Loaded by ``workspace.yaml`` (``dagster dev``) and by ``dagster job execute -m m
 
 import dagster as dg
 
-from mlops_assets.defs import evaluation, features, ingestion, models, monitoring, platform, prompts
+from mlops_assets.defs import evaluation, features, ingestion, models, monitoring, platform, prompts, recovery
 from mlops_assets.defs.resources import build_resources
 from mlops_assets.settings import get_settings
 
@@ -21,6 +21,19 @@ demo_job = dg.define_asset_job(
                 "and report drift. (The evaluation of the new version runs per partition; see defs/demo.py.)",
 )
 
+# The sensor that evaluates every asset's AutomationCondition (the daily flow: raw data -> feature views,
+# catalog, statistics, online snapshot, training dataset, drift report). Declared here, running by
+# default: Dagster's implicit `default_automation_condition_sensor` starts switched off, which left the
+# daily refresh stopping at raw_market_data. Training has no automation condition, so it never follows.
+automation_sensor = dg.AutomationConditionSensorDefinition(
+    "daily_flow_automation_sensor",
+    target=dg.AssetSelection.all(),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description="Evaluates the assets' automation conditions: new raw data flows into the feature views, "
+                "online snapshot, statistics, training dataset and drift report; never into training.",
+)
+
 
 def build_defs() -> dg.Definitions:
     settings = get_settings()
@@ -32,7 +45,8 @@ def build_defs() -> dg.Definitions:
         monitoring.defs,
         prompts.defs,
         platform.defs,
-        dg.Definitions(jobs=[demo_job], resources=build_resources(settings)),
+        recovery.defs,
+        dg.Definitions(jobs=[demo_job], sensors=[automation_sensor], resources=build_resources(settings)),
     )
 
 
