@@ -121,9 +121,32 @@ def prepare_home(home: Path, n_features: int, n_symbols: int) -> tuple[dict[str,
 # --- servers and load ----------------------------------------------------------------------------------
 
 
+def free_port() -> int:
+    """A loopback port nobody listens on now (the OS picks it)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def refuse_if_taken(url: str) -> None:
+    """Stop with a clear message when something already answers on ``url``: it would be benchmarked
+    instead of the server this script starts."""
+    import httpx
+
+    try:
+        httpx.get(url, timeout=1)
+    except httpx.HTTPError:
+        return
+    sys.exit(f"something already listens on {url}; stop it or let the benchmark pick another port")
+
+
 def start_server(cmd: list[str], env: dict[str, str], url: str, log: Path,
                  ready_path: str) -> subprocess.Popen:
     import httpx
+
+    refuse_if_taken(url)
 
     proc = subprocess.Popen(["taskset", "-c", "0", *cmd], env=env, stdout=log.open("wb"),
                             stderr=subprocess.STDOUT, cwd=str(ROOT), start_new_session=True)
@@ -248,12 +271,14 @@ def main() -> int:
     try:
         print(f"preparing a model and a snapshot in {home} ...", flush=True)
         env, features, symbols = prepare_home(home, args.features, args.symbols)
-        ours_url, theirs_url = "http://127.0.0.1:18080", "http://127.0.0.1:18081"
+        ours_port, theirs_port, noop_port = free_port(), free_port(), free_port()
+        print(f"ports (picked free): ours {ours_port}, mlflow {theirs_port}, do-nothing app {noop_port}")
+        ours_url, theirs_url = f"http://127.0.0.1:{ours_port}", f"http://127.0.0.1:{theirs_port}"
         ours_cmd = [sys.executable, "-m", "uvicorn", "serving.main:app", "--host", "127.0.0.1",
-                    "--port", "18080", "--workers", "1"]
+                    "--port", str(ours_port), "--workers", "1"]
         procs.append(start_server(ours_cmd, env, ours_url, home / "ours.log", "/ready"))
         theirs_cmd = ["mlflow", "models", "serve", "--env-manager", "local",
-                      "-m", f"models:/{MODEL}@production", "-h", "127.0.0.1", "-p", "18081", "-w", "1"]
+                      "-m", f"models:/{MODEL}@production", "-h", "127.0.0.1", "-p", str(theirs_port), "-w", "1"]
         procs.append(start_server(theirs_cmd, env, theirs_url, home / "mlflow.log", "/health"))
         b = bodies(features, symbols[0], args.batch)
         diff = check_same_answer(ours_url + "/predict", theirs_url + "/invocations", b)
@@ -275,9 +300,10 @@ def main() -> int:
         procs.clear()
         (home / "noop_app.py").write_text(NOOP_APP)
         noop_env = {**env, "PYTHONPATH": str(home)}
-        noop_cmd = [sys.executable, "-m", "uvicorn", "noop_app:app", "--port", "18082"]
-        procs.append(start_server(noop_cmd, noop_env, "http://127.0.0.1:18082", home / "noop.log", "/"))
-        floor = [run_wrk(wrk, "http://127.0.0.1:18082/", b["ours_enriched"], 1, args.duration, home,
+        noop_url = f"http://127.0.0.1:{noop_port}"
+        noop_cmd = [sys.executable, "-m", "uvicorn", "noop_app:app", "--port", str(noop_port)]
+        procs.append(start_server(noop_cmd, noop_env, noop_url, home / "noop.log", "/"))
+        floor = [run_wrk(wrk, noop_url + "/", b["ours_enriched"], 1, args.duration, home,
                          procs[0].pid) for _ in range(args.rounds)]
     finally:
         for proc in procs:
