@@ -9,7 +9,7 @@ export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR ?= false
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-.PHONY: install demo test dev serve mlflow-ui features-lock bench clean services services-stop bench-load backup restore
+.PHONY: install demo demo-real test dev serve mlflow-ui features-lock bench clean services services-stop bench-load backup restore
 
 install: $(VENV)/.installed
 
@@ -26,6 +26,13 @@ demo: install
 	$(BIN)/mlops init
 	$(BIN)/python -m mlops_assets.defs.demo
 	$(BIN)/mlops status
+
+## The demo on real prices: the S&P 500 and NASDAQ composite, daily 1999-2018, that ship with the `arch`
+## package, written as a folder of Yahoo Finance exports and read by the local loader like any user's folder.
+REAL_PRICES ?= $(MLOPS_HOME)/real-prices
+demo-real: install
+	$(BIN)/mlops data sample-real --out $(REAL_PRICES)
+	DATA_LOADER_TYPE=local DATA_SOURCE_PATH=$(REAL_PRICES) $(MAKE) --no-print-directory demo
 
 ## The test suite (CI runs this through .ci/run). The production tests (mlops_assets_tests/production) run
 ## against PostgreSQL and an MLflow server on loopback: `services` starts them first (idempotent, about a

@@ -37,6 +37,9 @@ def init() -> None:
     source = PROJECT_ROOT / "dagster.yaml"
     if source.exists() and (not target.exists() or target.read_bytes() != source.read_bytes()):
         shutil.copyfile(source, target)
+    from mlops_assets.cli_doctor import sweep_on_init
+
+    sweep_on_init(dagster_home)  # fails the runs a crash left STARTED and frees their pool slots
     typer.echo(f"MLOPS_HOME   {s.home}\nDAGSTER_HOME {dagster_home}\nMLflow       {s.mlflow_tracking_uri}")
     if "DAGSTER_HOME" not in os.environ:
         typer.echo(f"export DAGSTER_HOME={dagster_home}  # so dagster keeps its history there")
@@ -291,12 +294,17 @@ def import_model(source_uri: Annotated[str, typer.Argument(help="runs:/<id>/mode
 
 
 # commands that live in their own modules (they look up handles_errors/settings/actor here at run time)
+from mlops_assets.cli_data import data_app  # noqa: E402
 from mlops_assets.cli_ops import register as register_ops  # noqa: E402
 from mlops_assets.cli_prompts import audit_export, audit_verify_bundle, prompts_app  # noqa: E402
 
 register_ops(app)
+from mlops_assets.cli_doctor import register as register_doctor  # noqa: E402
+
+register_doctor(app)  # `mlops doctor [--repair]`
 
 app.add_typer(prompts_app, name="prompts")
+app.add_typer(data_app, name="data")
 audit_app.command("export")(audit_export)
 audit_app.command("verify-bundle")(audit_verify_bundle)
 
