@@ -79,6 +79,8 @@ class ModelSettings(_Section):
 
 class EvaluationSettings(_Section):
     compliance_required: bool = True
+    # checks no approval may waive: the evaluation gate, skill over the naive baselines, the drawdown limit
+    critical_checks: list[str] = Field(default_factory=lambda: ["evaluation", "metric_vs_baseline", "max_drawdown"])
     cost_bps: float = Field(5.0, ge=0, le=1000)
     fairness_attribute: str = "vol_regime"
     max_drawdown_limit: float = Field(0.5, gt=0, le=1)
@@ -90,11 +92,30 @@ class EvaluationSettings(_Section):
     stress_window_days: int = Field(20, ge=2, le=500)
     scenarios: list[dict[str, str]] = Field(default_factory=list)
     shap_sample: int = Field(100, ge=10, le=5000)
+    # promotion gate, skill or luck (docs/configuration.md): walk-forward folds (0 = single split),
+    # purged by features.horizon_days, embargoed; the interval's lower bound must beat the best baseline
+    # by metric_ci_margin_over_baseline and the Deflated Sharpe Ratio reach min_deflated_sharpe (None: off)
+    walk_forward_folds: int = Field(3, ge=0, le=50)
+    walk_forward_embargo_days: int = Field(5, ge=0, le=250)
+    walk_forward_initial_train_fraction: float = Field(0.5, gt=0, lt=1)
+    walk_forward_max_epochs: int | None = Field(None, ge=1, le=1000)  # cap on the version's own epochs
+    bootstrap_samples: int = Field(500, ge=50, le=20_000)
+    interval_level: float = Field(0.95, gt=0.5, lt=1)
+    metric_ci_margin_over_baseline: float | None = Field(0.0, ge=-1, le=1)
+    min_deflated_sharpe: float | None = Field(0.95, ge=0, le=1)
+    ic_min_symbols: int = Field(5, ge=3, le=10_000)
+    pbo_max_candidates: int = Field(10, ge=0, le=200)
 
 
 class MonitoringSettings(_Section):
-    drift_share_threshold: float = Field(0.5, gt=0, le=1)  # Evidently's dataset-drift share
+    drift_share_threshold: float = Field(0.5, gt=0, le=1)  # dataset drift: this share of features drift
     drift_window_days: int = Field(60, ge=5, le=5000)
+    # "calibrated": per-feature p-value against a block-bootstrap null of the reference's own history,
+    # Benjamini-Hochberg at drift_fdr_alpha; "evidently": Evidently's fixed thresholds, exactly
+    drift_method: Literal["calibrated", "evidently"] = "calibrated"
+    drift_fdr_alpha: float = Field(0.05, gt=0, lt=1)
+    drift_null_draws: int = Field(1000, ge=100, le=100_000)
+    drift_block_days: int | None = Field(None, ge=1, le=5000)  # None: the window length (drift_window_days)
     cooldown_hours: float = Field(24.0, ge=0)
     webhook_url: str | None = None
 
@@ -130,6 +151,12 @@ class LLMSettings(_Section):
     llm_model_name: str = "market_narrative_llm"
 
 
+class RecoverySettings(_Section):
+    # a STARTED run on shared (Postgres) storage counts as dead after this long without an event; 0 never
+    # (on the local SQLite instance a run is judged by whether its processes still run: defs/recovery.py)
+    stale_run_seconds: float = Field(0.0, ge=0)
+
+
 class Settings(_Section):
     home: Path = Path(".mlops")
     tracking_uri: str | None = None
@@ -143,6 +170,7 @@ class Settings(_Section):
     monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
     serving: ServingSettings = Field(default_factory=ServingSettings)
     llm: LLMSettings = Field(default_factory=LLMSettings)
+    recovery: RecoverySettings = Field(default_factory=RecoverySettings)
 
     @field_validator("home", "prompts_dir")
     @classmethod
@@ -192,6 +220,10 @@ class Settings(_Section):
     @property
     def secrets_dir(self) -> Path:
         return self.home / "secrets"
+
+    @property
+    def drift_profiles_dir(self) -> Path:
+        return self.home / "drift_profiles"
 
     @property
     def mlflow_tracking_uri(self) -> str:

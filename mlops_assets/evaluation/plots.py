@@ -17,16 +17,16 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import numpy as np  # noqa: E402
-import polars as pl  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from sklearn.metrics import (  # noqa: E402
+import numpy as np
+import polars as pl
+from matplotlib.figure import Figure
+from sklearn.metrics import (
     ConfusionMatrixDisplay,
     PrecisionRecallDisplay,
     RocCurveDisplay,
 )
 
-from mlops_assets.evaluation.metrics import (  # noqa: E402
+from mlops_assets.evaluation.metrics import (
     as_labels,
     as_scores,
     check_task_type,
@@ -199,3 +199,33 @@ def shap_summary_figure(
     ax.set_xlabel("SHAP value (impact on model output)" if values.ndim == 2 else "mean |SHAP| over classes")
     ax.set_title("SHAP summary")
     return fig
+
+
+def skill_figures(skill) -> dict[str, Figure]:
+    """``walk_forward``: the primary metric per fold with its bootstrap interval, the pooled interval
+    as a band and the best baseline as a line (left); the mean IC per fold (right)."""
+    table = skill.per_fold
+    folds = table.get_column("fold").to_list()
+    values = table.get_column(skill.metric).to_numpy()
+    low, high = table.get_column("ci_low").to_numpy(), table.get_column("ci_high").to_numpy()
+    fig = Figure(figsize=(7.0, 3.0))
+    ax, ax_ic = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    ax.errorbar(folds, values, yerr=[values - low, high - values], fmt="o", capsize=4, label="fold")
+    iv = skill.interval
+    ax.axhspan(iv.low, iv.high, color="tab:blue", alpha=0.15, label=f"pooled {iv.level:.0%} CI")
+    best = skill.best_baseline()
+    if best is not None:
+        ax.axhline(best[1], color="tab:red", linestyle="--", linewidth=1, label=f"baseline ({best[0]})")
+    ax.set_xticks(folds)
+    ax.set_xlabel("fold" if skill.mode == "walk_forward" else "test split")
+    ax.set_ylabel(skill.metric)
+    ax.set_title(f"{skill.metric} out of sample ({skill.mode})", fontsize=9)
+    ax.legend(fontsize=6)
+    ic = table.get_column("ic_mean").fill_null(float("nan")).to_numpy()
+    ax_ic.bar(folds, np.nan_to_num(ic), color=["tab:green" if v > 0 else "tab:red" for v in np.nan_to_num(ic)])
+    ax_ic.axhline(0.0, color="grey", linewidth=0.8)
+    ax_ic.set_xticks(folds)
+    ax_ic.set_xlabel("fold")
+    ax_ic.set_title(f"mean IC ({skill.ic.method})", fontsize=9)
+    fig.tight_layout()
+    return {"walk_forward": fig}

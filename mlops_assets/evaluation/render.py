@@ -26,7 +26,7 @@ def frame_to_markdown(df: pl.DataFrame, digits: int = 4) -> str:
     return "\n".join([header, sep, *rows]) + "\n"
 
 
-def _section_backtest(report: "EvaluationReport") -> list[str]:
+def _section_backtest(report: EvaluationReport) -> list[str]:
     bt = report.backtest
     lines = [
         "## Backtest",
@@ -46,7 +46,7 @@ def _section_backtest(report: "EvaluationReport") -> list[str]:
     return lines
 
 
-def _section_fairness(report: "EvaluationReport") -> list[str]:
+def _section_fairness(report: EvaluationReport) -> list[str]:
     fr = report.fairness
     if fr is None:
         return ["## Fairness", "", "_not audited_", ""]
@@ -64,7 +64,7 @@ def _section_fairness(report: "EvaluationReport") -> list[str]:
     return [*lines, ""]
 
 
-def _section_explanation(report: "EvaluationReport") -> list[str]:
+def _section_explanation(report: EvaluationReport) -> list[str]:
     ex = report.explanation
     if ex is None:
         return ["## Explainability", "", "_not computed_", ""]
@@ -81,7 +81,7 @@ def _section_explanation(report: "EvaluationReport") -> list[str]:
     return lines
 
 
-def _section_ab(report: "EvaluationReport") -> list[str]:
+def _section_ab(report: EvaluationReport) -> list[str]:
     ab = report.ab
     if ab is None:
         return ["## A/B vs champion", "", "_no champion_", ""]
@@ -106,7 +106,39 @@ def _section_ab(report: "EvaluationReport") -> list[str]:
     ]
 
 
-def report_markdown(report: "EvaluationReport") -> str:
+def _section_skill(report: EvaluationReport) -> list[str]:
+    sk = report.skill
+    if sk is None:
+        return ["## Skill or luck", "", "_no out-of-sample assessment_", ""]
+    iv, d, ic = sk.interval, sk.dsr, sk.ic
+    best = sk.best_baseline()
+    baselines = ", ".join(f"{k} {fmt(v)}" for k, v in sk.baselines.items())
+    lines = [
+        f"## Skill or luck ({sk.mode.replace('_', '-')})", "", sk.note, "",
+        (f"**{sk.metric}** pooled out of sample: {fmt(iv.value)}, {iv.level:.0%} interval "
+         f"[{fmt(iv.low)}, {fmt(iv.high)}] ({iv.n_boot} circular-block bootstrap resamples of whole dates, "
+         f"block {iv.block_length} dates, {iv.n_dates} dates, {iv.n_rows} rows). Baselines on the same rows: "
+         f"{baselines}" + (f"; best `{best[0]}`." if best else ".")), "",
+        frame_to_markdown(sk.per_fold), "",
+        (f"**Information coefficient** ({ic.method}): mean {fmt(ic.mean)}, t-stat {fmt(ic.t_stat)}, "
+         f"ICIR {fmt(ic.icir)} over {ic.n} values. {ic.note}."), "",
+        (f"**Sharpe ratio** of the strategy: {fmt(d.sharpe_annualised)} annualised ({fmt(d.sharpe)} per day, "
+         f"{d.n_returns} days, skew {fmt(d.skew)}, kurtosis {fmt(d.kurtosis)}). **Deflated Sharpe Ratio** "
+         f"{fmt(d.dsr)} (probabilistic Sharpe vs 0: {fmt(d.psr)}), against the expected maximum Sharpe "
+         f"{fmt(d.expected_max_sharpe)} per day of {d.n_trials} trial(s); trials: {d.variance_source}."), "",
+    ]
+    if sk.pbo is not None:
+        lines += [(f"**Probability of backtest overfitting** (CSCV, {sk.pbo.n_splits} blocks, "
+                   f"{sk.pbo.n_combinations} combinations): {fmt(sk.pbo.pbo)} - {sk.pbo_note} "
+                   "(reported, not gating)."), ""]
+    else:
+        lines += [f"**Probability of backtest overfitting**: not computed ({sk.pbo_note}).", ""]
+    if "walk_forward" in report.plot_files:
+        lines += [f"![walk-forward]({report.plot_files['walk_forward']})", ""]
+    return lines
+
+
+def report_markdown(report: EvaluationReport) -> str:
     """The whole report as one markdown document."""
     version = f" - version {report.model_version}" if report.model_version else ""
     verdict = "PASSED" if report.compliance.passed else "FAILED"
@@ -121,8 +153,9 @@ def report_markdown(report: "EvaluationReport") -> str:
         frame_to_markdown(report.comparison),
     ]
     lines += [f"![{name}]({path})" for name, path in report.plot_files.items()
-              if name not in ("equity_curve", "shap_summary")]
+              if name not in ("equity_curve", "shap_summary", "walk_forward")]
     lines.append("")
+    lines += _section_skill(report)
     lines += _section_backtest(report)
     lines += _section_explanation(report)
     lines += _section_fairness(report)

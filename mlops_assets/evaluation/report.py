@@ -24,6 +24,7 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
 from mlops_assets.evaluation.ab import ABResult, ab_test
+from mlops_assets.evaluation.assess import SkillAssessment
 from mlops_assets.evaluation.backtest import (
     CANDIDATE,
     CHAMPION,
@@ -52,6 +53,7 @@ from mlops_assets.evaluation.plots import (
     metric_figures,
     save_figures,
     shap_summary_figure,
+    skill_figures,
 )
 from mlops_assets.evaluation.render import report_markdown
 from mlops_assets.evaluation.scenarios import ScenarioWindow
@@ -110,6 +112,7 @@ class EvaluationReport:
     plot_files: dict[str, str] = field(default_factory=dict)
     files: dict[str, Path] = field(default_factory=dict)
     n_unlabelled_dropped: int = 0
+    skill: SkillAssessment | None = None
 
     @property
     def passed(self) -> bool:
@@ -133,6 +136,8 @@ class EvaluationReport:
         if self.ab is not None:
             out.update({"ab_mcnemar_p_value": self.ab.mcnemar_p_value, "ab_accuracy_difference":
                         self.ab.accuracy_difference, "ab_sharpe_difference": self.ab.sharpe_difference})
+        if self.skill is not None:
+            out.update(self.skill.summary_metrics())
         out["compliance_passed"] = float(self.compliance.passed)
         return {k: float(v) for k, v in out.items() if v is not None and math.isfinite(float(v))}
 
@@ -151,6 +156,7 @@ class EvaluationReport:
             "fairness": self.fairness.to_dict() if self.fairness else None,
             "ab": self.ab.to_dict() if self.ab else None,
             "compliance": self.compliance.model_dump(),
+            "skill": self.skill.to_dict() if self.skill else None,
             "files": {k: str(v) for k, v in self.files.items()},
         }
 
@@ -214,6 +220,9 @@ def _write_files(report: EvaluationReport, figures: dict, out_dir: Path) -> dict
     }
     if report.fairness is not None:
         tables["fairness_by_group"] = report.fairness.by_group
+    if report.skill is not None:
+        tables["skill_by_fold"] = report.skill.per_fold
+        tables["skill_daily_returns"] = report.skill.daily_returns
     for name, frame in tables.items():
         files[name] = out_dir / f"{name}.csv"
         frame.write_csv(files[name])
@@ -284,13 +293,16 @@ def evaluate_version(
     *,
     config: EvaluationConfig | None = None,
     model_version: str | None = None,
+    skill: SkillAssessment | None = None,
 ) -> EvaluationReport:
     """Evaluate one model version end to end and write its report files into ``out_dir``.
 
     ``predict_fn`` / ``champion_predict_fn`` take the ``features`` matrix (float64, in order) and
     return P(class 1) ``(n,)`` (binary), ``(n, k)`` probabilities (multiclass) or forecasts
     ``(n,)`` (regression). ``train_df`` supplies the SHAP background and the majority baseline.
-    Test rows without a label (not yet realised) are dropped and counted.
+    Test rows without a label (not yet realised) are dropped and counted. ``skill`` is the
+    out-of-sample assessment (walk-forward or single split, :mod:`~mlops_assets.evaluation.assess`)
+    that the interval and Deflated Sharpe checks read; it is rendered and plotted with the report.
     """
     task = check_task_type(task_type)
     cfg = config or EvaluationConfig()
@@ -348,13 +360,15 @@ def evaluate_version(
     }
     compliance = compliance_verdict(
         policy, metrics, baseline_metrics, bt, fairness, drift_share, task_type=task, ab=ab,
-        model_version=model_version,
+        model_version=model_version, skill=skill,
     )
+    if skill is not None:
+        figures.update(skill_figures(skill))
     report = EvaluationReport(
         task_type=task, model_version=model_version, n_rows=test_df.height, features=features,
         metrics=metrics, comparison=comparison, backtest=bt, explanation=explanation, fairness=fairness,
         ab=ab, compliance=compliance, plots={name: figure_png(fig) for name, fig in figures.items()},
-        n_unlabelled_dropped=n_unlabelled,
+        n_unlabelled_dropped=n_unlabelled, skill=skill,
     )
     _write_files(report, figures, Path(out_dir))
     return report

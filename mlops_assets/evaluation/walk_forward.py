@@ -64,13 +64,13 @@ def walk_forward_folds(n_dates: int, n_folds: int, horizon: int, *, embargo: int
         raise InvalidInput("horizon", "horizon must be >= 1 and embargo >= 0")
     if not 0 < initial_train_fraction < 1 or not 0 < validation_fraction < 0.5:
         raise InvalidInput("initial_train_fraction", "must be in (0, 1); validation_fraction in (0, 0.5)")
-    first_test = int(math.floor(n_dates * initial_train_fraction))
+    first_test = math.floor(n_dates * initial_train_fraction)
     blocks = np.array_split(np.arange(first_test, n_dates), n_folds)
     folds = []
     for k, test in enumerate(blocks):
         a = int(test[0]) if test.size else n_dates
         usable = np.arange(0, max(0, a - horizon))  # purge: i + horizon < a
-        n_val = max(1, int(round(usable.size * validation_fraction)))
+        n_val = max(1, round(usable.size * validation_fraction))
         val = usable[-n_val:]
         train = usable[: max(0, usable.size - n_val - horizon)]  # purge train vs validation too
         if test.size < 2 or train.size < 2 or val.size < 1:

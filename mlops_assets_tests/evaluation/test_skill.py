@@ -17,7 +17,12 @@ from mlops_assets.evaluation.skill import (
     information_coefficient,
     probability_of_backtest_overfitting,
 )
-from mlops_assets.evaluation.walk_forward import Fold, LeakingFoldLayout, check_fold_layout, walk_forward_folds
+from mlops_assets.evaluation.walk_forward import (
+    Fold,
+    LeakingFoldLayout,
+    check_fold_layout,
+    walk_forward_folds,
+)
 
 
 def test_deflated_sharpe_matches_the_papers_worked_example() -> None:
