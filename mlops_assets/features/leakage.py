@@ -5,6 +5,10 @@ A feature is point-in-time correct when its value on date ``d`` depends only on 
 compares, at each truncation date, the value with the one computed on the full history. Any
 feature that reads the future (``shift(-1)``, a centred window, a full-sample normalisation...)
 gets a different value when the future is cut off, and fails.
+
+The check fails closed: when it cannot sample a date on which some symbol has every feature (history
+shorter than the longest rolling window), or when every compared value is null on both sides, it has
+checked nothing and says so instead of passing. Null against a value is a mismatch.
 """
 
 from __future__ import annotations
@@ -35,8 +39,9 @@ class LeakageResult:
     passed: bool
     mismatches: list[Mismatch] = field(default_factory=list)  # at most ``max_mismatches`` kept
     checked_dates: list[date] = field(default_factory=list)
-    checked_values: int = 0
+    checked_values: int = 0  # pairs where at least one side holds a value (null against null is not a check)
     n_mismatches: int = 0
+    reason: str = ""
 
     @property
     def leaking_features(self) -> list[str]:
@@ -51,6 +56,7 @@ class LeakageResult:
             "checked_values": self.checked_values,
             "mismatches": self.n_mismatches,
             "leaking_features": self.leaking_features,
+            "reason": self.reason,
             "examples": [
                 {"feature": m.feature, "symbol": m.symbol, "date": m.date.isoformat(),
                  "full": m.full_value, "truncated": m.truncated_value}
@@ -79,15 +85,13 @@ def _sample_symbols(
 
 
 def _candidate_dates(full: pl.DataFrame, features: list[str]) -> list[date]:
-    """Dates before the last one, preferring those where some symbol has every feature."""
+    """Dates before the last one on which some symbol has every feature (nothing else can be checked)."""
     all_dates = full.get_column(TIME_KEY).unique().sort().to_list()[:-1]
-    if not features:
+    if not features or not all_dates:
         return all_dates
     complete = full.filter(pl.all_horizontal(pl.col(f).is_not_null() for f in features))
-    dates = complete.get_column(TIME_KEY).unique().sort().to_list()
-    last = all_dates[-1] if all_dates else None
-    dates = [d for d in dates if last is not None and d <= last]
-    return dates or all_dates
+    last = all_dates[-1]
+    return [d for d in complete.get_column(TIME_KEY).unique().sort().to_list() if d <= last]
 
 
 def check_point_in_time(
@@ -115,7 +119,9 @@ def check_point_in_time(
     features = [c for c in full.columns if c not in (ENTITY_KEY, TIME_KEY)]
     candidates = _candidate_dates(full, features)
     if not candidates:
-        return LeakageResult(view=view.name, passed=True)
+        return LeakageResult(view=view.name, passed=False, reason=(
+            f"nothing to check: no date before the last one has every feature of '{view.name}' for any symbol "
+            f"({full.get_column(TIME_KEY).n_unique()} dates of history; the longest rolling window needs more)"))
     picks = rng.choice(len(candidates), size=min(sample_dates, len(candidates)), replace=False)
     chosen = sorted(candidates[i] for i in picks)
 
@@ -133,13 +139,18 @@ def check_point_in_time(
             if other not in pair.columns:  # the feature was skipped on the truncated history
                 pair = pair.with_columns(pl.lit(None, dtype=full.schema[f]).alias(other))
             bad = pair.filter(~_same(pl.col(f), pl.col(other), numeric, rtol, atol))
-            checked += pair.height
+            checked += pair.filter(pl.col(f).is_not_null() | pl.col(other).is_not_null()).height
             n_mismatches += bad.height
             for row in bad.head(max(0, max_mismatches - len(mismatches))).iter_rows(named=True):
                 mismatches.append(Mismatch(f, day, row[f], row[other], row[ENTITY_KEY]))
+    leaking = sorted({m.feature for m in mismatches})
+    reason = (f"{n_mismatches} of {checked} values differ when the future is cut off: {leaking} use future rows"
+              if n_mismatches
+              else "" if checked else "nothing to check: every sampled value is null on both sides")
     return LeakageResult(
         view=view.name,
-        passed=n_mismatches == 0,
+        passed=n_mismatches == 0 and checked > 0,
+        reason=reason,
         mismatches=mismatches,
         checked_dates=chosen,
         checked_values=checked,

@@ -67,3 +67,23 @@ def test_symbol_sampling_and_determinism(market: pl.DataFrame) -> None:
     assert a.checked_values == 2 * 3 * len(view.features)
     with pytest.raises(ValueError, match="sample_dates"):
         check_point_in_time(view, market, sample_dates=0)
+
+
+def test_history_shorter_than_the_windows_fails_saying_nothing_was_checked() -> None:
+    short = generate_market_data(n_symbols=3, n_days=40, seed=2)  # shorter than the 60-day windows
+    view = _view(FeatureDef("ma_100", CLOSE.rolling_mean(100), "100-day moving average: never complete here."))
+    result = check_point_in_time(view, short, sample_dates=4, seed=0)
+    assert not result.passed
+    assert result.checked_values == 0
+    assert "nothing to check" in result.reason and "probe" in result.reason
+
+
+def test_null_against_a_value_is_a_mismatch(market: pl.DataFrame) -> None:
+    # a value known on full history and null on truncated history (or the reverse) is a look-ahead
+    view = _view(FeatureDef("close_once_tomorrow_exists",
+                            pl.when(CLOSE.shift(-1).is_null()).then(None).otherwise(CLOSE),
+                            "The close, but null until the next row exists: leaks."))
+    result = check_point_in_time(view, market, sample_dates=3, seed=5)
+    assert not result.passed and result.n_mismatches == 3 * 8
+    assert all(m.truncated_value is None and m.full_value is not None for m in result.mismatches)
+    assert result.checked_values == 3 * 8
