@@ -90,13 +90,6 @@ class ModelWrapper(Protocol):
     def predict(self, input: Any) -> Prediction: ...
 
 
-def register_wrapper(name: str, import_path: str) -> None:
-    """Make ``load_wrapper`` able to build ``name`` (``import_path`` is "package.module:Class")."""
-    if ":" not in import_path:
-        raise ModelInputError("import_path", f"{import_path!r} must look like 'package.module:Class'")
-    WRAPPER_IMPORT_PATHS[name] = import_path
-
-
 def wrapper_class(name: str) -> type:
     """Import the class registered as ``name``."""
     try:
@@ -104,7 +97,7 @@ def wrapper_class(name: str) -> type:
     except KeyError:
         raise ModelInputError(
             "wrapper", f"unknown wrapper {name!r}; known: {sorted(WRAPPER_IMPORT_PATHS)} "
-            "(add one with register_wrapper)",
+            "(add one to WRAPPER_IMPORT_PATHS as 'package.module:Class')",
         ) from None
     return getattr(importlib.import_module(module_name), class_name)
 
