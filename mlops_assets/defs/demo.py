@@ -16,6 +16,7 @@ import dagster as dg
 
 from mlops_assets.defs.models import MODEL_VERSIONS
 from mlops_assets.defs.prompts import PROMPT_TEMPLATES
+from mlops_assets.defs.recovery import recover_crashed_runs
 
 
 def _latest_version(instance: dg.DagsterInstance) -> str | None:
@@ -28,6 +29,7 @@ def main() -> int:
     from mlops_assets.definitions import defs
 
     instance = dg.DagsterInstance.get()
+    recover_crashed_runs(instance, echo=print)  # a run killed earlier would hold the warehouse pool for ever
     result = defs.resolve_job_def("demo_job").execute_in_process(instance=instance, raise_on_error=False)
     if not result.success:
         print("demo_job failed; see the run in the Dagster UI (make dev)", file=sys.stderr)
