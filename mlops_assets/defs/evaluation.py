@@ -59,6 +59,7 @@ def model_evaluation(context: dg.AssetExecutionContext, platform: PlatformResour
 
     from mlops_assets.evaluation.configured import compliance_policy, evaluation_config
     from mlops_assets.evaluation.report import evaluate_version
+    from mlops_assets.models.gates import record_compliance
     from mlops_assets.models.registry import model_uri
     from mlops_assets.models.wrapper import load_wrapper
 
@@ -92,7 +93,7 @@ def model_evaluation(context: dg.AssetExecutionContext, platform: PlatformResour
     with mlflow.start_run(run_id=mv.run_id):
         mlflow.log_metrics({f"eval_{k}": v for k, v in report.summary_metrics().items()})
         mlflow.log_artifacts(str(out_dir), artifact_path=f"evaluation/v{version}")
-    client.set_model_version_tag(name, version, T.TAG_COMPLIANCE_PASSED, "true" if report.passed else "false")
+    record_compliance(client, platform.governance(), name, version, report.compliance, actor="dagster")
     summary = pl.DataFrame([{
         "model_version": version, "model_name": name, "task_type": task_type,
         "champion_version": champion_version or "", "metric": metric_name, "value": float(metric_value),
@@ -141,6 +142,7 @@ def _predict_fn(wrapper):
     ),
 )
 def staging_model(context: dg.AssetExecutionContext, platform: PlatformResource) -> dg.MaterializeResult:
+    from mlops_assets.models.gates import gate_policy
     from mlops_assets.models.promotion import PromotionRefused, set_gate_alias
 
     s = platform.settings
@@ -148,9 +150,8 @@ def staging_model(context: dg.AssetExecutionContext, platform: PlatformResource)
     try:
         deployment = set_gate_alias(
             platform.mlflow_client(), platform.governance(), s.model.name, version, alias=s.model.staging_alias,
-            actor="dagster", evaluation_passed=True,
-            compliance_passed=True if s.evaluation.compliance_required else None,
-            production_alias=s.model.production_alias)
+            actor="dagster", compliance_required=s.evaluation.compliance_required,
+            production_alias=s.model.production_alias, policy=gate_policy(s))
     except PromotionRefused as exc:
         raise dg.Failure(description=f"staging not moved: {exc}") from None
     return dg.MaterializeResult(metadata={

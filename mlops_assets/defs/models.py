@@ -108,7 +108,7 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainingConfig, pla
     gate_metric = gate_metric_name(s.model.gate_metric, metrics)
     client = platform.mlflow_client()
     gate = apply_gate(client, s.model.name, registered.version, gate_metric, metrics.get(gate_metric),
-                      s.model.gate_threshold)
+                      s.model.gate_threshold, store=platform.governance())
     run_url = f"{s.mlflow_ui_url}/#/experiments/{registered.experiment_id}/runs/{registered.run_id}"
     metadata = {
         "model_name": s.model.name,

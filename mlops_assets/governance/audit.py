@@ -170,6 +170,75 @@ def seal_entry(
                       entry_hmac(key, digest))
 
 
+def row_digest(table: str, values: Mapping[str, Any]) -> str:
+    """sha256 of a governed row (its table name and every column but ``audit_seq``), canonically."""
+    payload = {"table": table, "row": {k: v for k, v in values.items() if k != "audit_seq"}}
+    return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
+
+
+def entry_seal_problem(entry: AuditEntry, key: bytes) -> str | None:
+    """Why one entry's own hash or HMAC does not hold (no chain links), or ``None``."""
+    recomputed = entry_hash(entry.seq, entry.ts, entry.actor, entry.action, entry.subject_kind,
+                            entry.subject_id, entry.details, entry.prev_hash)
+    if recomputed != entry.hash:
+        return f"audit entry seq {entry.seq} does not match its hash (edited after it was written)"
+    if not hmac_lib.compare_digest(entry_hmac(key, entry.hash), entry.hmac):
+        return f"audit entry seq {entry.seq} has an invalid HMAC"
+    return None
+
+
+@dataclass(frozen=True)
+class RowRef:
+    """What an audit entry says about the governed row it wrote: ``details["row"]``."""
+
+    table: str
+    id: int
+    digest: str
+    seq: int
+
+    @classmethod
+    def of(cls, entry: AuditEntry) -> RowRef | None:
+        row = entry.details.get("row") if isinstance(entry.details, dict) else None
+        if not isinstance(row, dict) or not {"table", "id", "digest"} <= set(row):
+            return None
+        return cls(str(row["table"]), int(row["id"]), str(row["digest"]), entry.seq)
+
+
+def row_binding_problems(refs: Iterable[RowRef], rows: Iterable[tuple[str, int, int | None, str]],
+                         *, limit: int = 20) -> list[str]:
+    """Compare governed rows with the audit entries that wrote them, both ways.
+
+    ``refs`` are the row references of (already verified) audit entries, in ``seq`` order; ``rows``
+    are ``(table, id, audit_seq, digest)`` of every governed row. A row must be referenced, by its
+    *latest* referencing entry (``audit_seq``), with the digest it has now; every referenced row must
+    still exist. Returns at most ``limit`` problems, each naming the table and row.
+    """
+    latest: dict[tuple[str, int], RowRef] = {}
+    for ref in refs:
+        latest[(ref.table, ref.id)] = ref
+    problems: list[str] = []
+    seen: set[tuple[str, int]] = set()
+    for table, row_id, audit_seq, digest in rows:
+        key = (table, int(row_id))
+        seen.add(key)
+        ref = latest.get(key)
+        if ref is None:
+            why = ("has no audit entry (inserted outside the store, or written by an older version: "
+                   "run `mlops audit seal-legacy` once if the chain verifies)" if audit_seq is None
+                   else f"claims audit entry seq {audit_seq}, which does not record it (inserted by hand)")
+            problems.append(f"{table} row {row_id} {why}")
+        elif audit_seq != ref.seq:
+            problems.append(f"{table} row {row_id} points at audit entry seq {audit_seq}, but its latest "
+                            f"entry is seq {ref.seq} (rolled back or rewritten by hand)")
+        elif digest != ref.digest:
+            problems.append(f"{table} row {row_id} differs from what audit entry seq {ref.seq} recorded "
+                            "(edited after it was written)")
+    for (table, row_id), ref in latest.items():
+        if (table, row_id) not in seen:
+            problems.append(f"{table} row {row_id} recorded by audit entry seq {ref.seq} is missing (deleted)")
+    return problems[:limit]
+
+
 # --- verification ----------------------------------------------------------------------------
 
 

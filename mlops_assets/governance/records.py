@@ -23,6 +23,14 @@ class GovernanceError(ValueError):
         self.field = field
 
 
+def normalize_identity(who: Any) -> str:
+    """The form identities are compared in (four-eyes, roles): trimmed, inner spaces collapsed, casefolded.
+
+    ``" Alice "``, ``"alice"`` and ``"ALICE"`` are one person; ``"Dagster"`` and ``"dagster"`` too.
+    """
+    return " ".join(str(who or "").split()).casefold()
+
+
 class DecisionState(StrEnum):
     IN_REVIEW = "IN_REVIEW"
     APPROVED = "APPROVED"
@@ -45,15 +53,17 @@ class Decision:
     state: DecisionState
     actor: str
     comment: str | None
-    checklist: dict[str, bool] | None
+    checklist: dict[str, Any] | None
     ts: datetime
     consumed: bool
     promoted_at: datetime | None
+    waivers: dict[str, str] | None = None  # governed exceptions of an approval: {check: reason}
 
     @classmethod
     def from_row(cls, row: Any) -> Decision:
         return cls(row.id, row.kind, row.name, row.version, DecisionState(row.state), row.actor, row.comment,
-                   row.checklist, row.ts, bool(row.consumed), row.promoted_at)
+                   row.checklist, row.ts, bool(row.consumed), row.promoted_at,
+                   dict(row.waivers) if getattr(row, "waivers", None) else None)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -72,7 +82,7 @@ class Deployment:
     previous_version: str | None
     actor: str
     reason: str | None
-    checklist: dict[str, bool] | None
+    checklist: dict[str, Any] | None
     ts: datetime
     kind: str
 
@@ -85,6 +95,49 @@ class Deployment:
         out = asdict(self)
         out["ts"] = _iso(self.ts)
         return out
+
+
+@dataclass(frozen=True)
+class GateRecord:
+    """A gate's verdict on a model version, as the code that computed it recorded it."""
+
+    id: int
+    name: str
+    version: str
+    gate: str
+    passed: bool
+    values: dict[str, Any]
+    thresholds: dict[str, Any]
+    failed: list[str]
+    details: dict[str, Any]
+    actor: str
+    ts: datetime
+
+    @classmethod
+    def from_row(cls, row: Any) -> GateRecord:
+        return cls(row.id, row.name, row.version, row.gate, bool(row.passed), dict(row.values or {}),
+                   dict(row.thresholds or {}), list(row.failed or []), dict(row.details or {}), row.actor,
+                   row.ts)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["ts"] = _iso(self.ts)
+        return out
+
+
+@dataclass(frozen=True)
+class Registration:
+    """Who registered a model version (normalised), as recorded when it was registered."""
+
+    name: str
+    version: str
+    registered_by: str
+    actor: str
+    ts: datetime
+
+    @classmethod
+    def from_row(cls, row: Any) -> Registration:
+        return cls(row.name, row.version, row.registered_by, row.actor, row.ts)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""The governance store: decisions, deployments and drift events, with a hash-chained audit log.
+"""The governance store: decisions, deployments, gate results, registrations and drift events, with a
+hash-chained audit log.
 
 The single source of truth for what people (and sensors) decided. SQLite in WAL mode by default
 (``sqlite:////abs/path/governance.db``), Postgres by URL (``postgresql+psycopg2://...``); never
@@ -10,15 +11,12 @@ chain head), Postgres ones take ``pg_advisory_xact_lock``; ``audit_log.prev_hash
 a backstop, so concurrent writers can never fork the chain (a conflict is retried). After commit
 the head is written to the anchor file (see ``audit.py``).
 
-Decision rules (``decisions`` holds the history; the latest row per subject is its state):
-
-* ``submit``: from no state or REJECTED (re-submission) to IN_REVIEW.
-* ``approve``: from no state or IN_REVIEW to APPROVED. A REJECTED version needs a new ``submit``
-  first, so a rejection cannot be silently overturned. The approver may not be the subject's
-  owner/registerer, the owner must be known, and every checklist item must be true.
-* ``reject``: from no state, IN_REVIEW or APPROVED (revoking an approval). Owners may reject their
-  own subject: withdrawing needs no second pair of eyes.
-* ``archive``: from any state; ARCHIVED is final.
+Rows that can move an alias (decisions, deployments, gate results, registrations) are *bound* to the
+chain: the audit entry that writes a row holds its digest, and the row holds that entry's ``seq``.
+``verify_audit`` recomputes both ways, so a row inserted, edited or deleted with a plain SQL client
+fails verification, and ``subject_problems`` checks one version's rows before an alias moves.
+The repositories live beside this module: ``decisions.py`` (decision rules, deployments) and
+``gate_records.py`` (gate results, registrations).
 """
 
 from __future__ import annotations
@@ -31,16 +29,37 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import create_engine, event, func, select, text
+from sqlalchemy import create_engine, event, select, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import StaticPool
 
-from mlops_assets.governance.audit import (AuditEntry, AuditFormatError, AuditVerification, GENESIS_HASH,
-                                           as_utc, read_anchor, seal_entry, verify_entries, write_anchor)
-from mlops_assets.governance.records import (DEPLOYMENT_KINDS, SUBJECT_KINDS, Decision, DecisionState,
-                                             Deployment, DriftEvent, GovernanceError)
-from mlops_assets.governance.tables import AuditRow, Base, DecisionRow, DeploymentRow, DriftEventRow
+from mlops_assets.governance.audit import (
+    GENESIS_HASH,
+    AuditEntry,
+    AuditFormatError,
+    AuditVerification,
+    RowRef,
+    as_utc,
+    entry_seal_problem,
+    read_anchor,
+    row_binding_problems,
+    row_digest,
+    seal_entry,
+    verify_entries,
+    write_anchor,
+)
+from mlops_assets.governance.decisions import DecisionRepository
+from mlops_assets.governance.gate_records import GateRepository
+from mlops_assets.governance.records import SUBJECT_KINDS, DriftEvent, GovernanceError
+from mlops_assets.governance.tables import (
+    GOVERNED_TABLES,
+    AuditRow,
+    Base,
+    DriftEventRow,
+    row_values,
+    upgrade_schema,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -66,8 +85,8 @@ def _is_chain_conflict(exc: IntegrityError) -> bool:
     return "audit_log" in message and ("prev_hash" in message or "pkey" in message or ".seq" in message)
 
 
-class GovernanceStore:
-    """Decisions, deployments, drift events and their audit log in one SQL database."""
+class GovernanceStore(DecisionRepository, GateRepository):
+    """Decisions, deployments, gate results, drift events and their audit log in one SQL database."""
 
     def __init__(self, url: str, hmac_key: bytes, anchor_path: Path | None = None, *,
                  busy_timeout_s: float = 30.0, max_attempts: int = 20) -> None:
@@ -90,7 +109,7 @@ class GovernanceStore:
         if self._sqlite:
             self._install_sqlite_hooks(busy_timeout_s, wal=not memory)
         self._write_engine = self._engine.execution_options(**{_WRITE_OPTION: True})
-        self._transaction(lambda s: Base.metadata.create_all(s.connection()))
+        self.upgraded = self._transaction(lambda s: upgrade_schema(s.connection()))
 
     def _install_sqlite_hooks(self, busy_timeout_s: float, wal: bool) -> None:
         @event.listens_for(self._engine, "connect")
@@ -168,6 +187,17 @@ class GovernanceStore:
         session.info["audit_head"] = (entry.seq, entry.hash)
         return entry
 
+    def _append_row(self, session: Session, row: Base, actor: str, action: str, subject_kind: str,
+                    subject_id: str, details: Mapping[str, Any] | None) -> AuditEntry:
+        """Append the entry that writes ``row``: it carries the row's digest, the row its ``seq``."""
+        session.flush()
+        table = row.__tablename__
+        ref = {"table": table, "id": row.id, "digest": row_digest(table, row_values(row))}
+        entry = self._append(session, actor, action, subject_kind, subject_id, {**dict(details or {}), "row": ref})
+        row.audit_seq = entry.seq
+        session.flush()
+        return entry
+
     # --- audit log -----------------------------------------------------------------------
 
     def append_audit(self, actor: str, action: str, subject_kind: str, subject_id: str,
@@ -183,12 +213,83 @@ class GovernanceStore:
             return AuditVerification(False, 0, None, str(exc))
 
         def work(s: Session) -> AuditVerification:
-            query = select(AuditRow).order_by(AuditRow.seq).execution_options(yield_per=1000)
-            rows = s.execute(query).scalars()
-            return verify_entries((r.entry() for r in rows), self._key, anchor,
-                                  anchor_expected=self.anchor_path is not None)
+            refs: list[RowRef] = []
+
+            def entries() -> Any:
+                query = select(AuditRow).order_by(AuditRow.seq).execution_options(yield_per=1000)
+                for r in s.execute(query).scalars():
+                    entry = r.entry()
+                    if (ref := RowRef.of(entry)) is not None:
+                        refs.append(ref)
+                    yield entry
+
+            chain = verify_entries(entries(), self._key, anchor, anchor_expected=self.anchor_path is not None)
+            if not chain.ok:
+                return chain
+            problems = row_binding_problems(refs, self._governed_rows(s))
+            if not problems:
+                return chain
+            return AuditVerification(False, chain.entries, None, "; ".join(problems), chain.head_seq,
+                                     chain.anchor_seq)
 
         return self._read(work)
+
+    @staticmethod
+    def _governed_rows(s: Session, where: Any = None) -> Any:
+        """``(table, id, audit_seq, digest)`` of governed rows (``where(model) -> filter`` narrows)."""
+        for model in GOVERNED_TABLES:
+            query = select(model).order_by(model.id)
+            if where is not None:
+                query = query.where(where(model))
+            for row in s.execute(query).scalars():
+                yield model.__tablename__, row.id, row.audit_seq, row_digest(model.__tablename__, row_values(row))
+
+    def subject_problems(self, kind: str, name: str, version: str | int) -> list[str]:
+        """Why the governed rows of one version cannot be trusted (``[]`` when each one is bound to an
+        intact audit entry and each entry's row exists). Cheap: one subject's entries and rows only."""
+        subject = f"{name}/{version}"
+
+        def where(model: Any) -> Any:
+            clause = (model.name == str(name)) & (model.version == str(version))
+            return clause & (model.kind == kind) if model.__tablename__ == "decisions" else clause
+
+        def work(s: Session) -> list[str]:
+            problems, refs = [], []
+            query = (select(AuditRow).where(AuditRow.subject_kind == kind, AuditRow.subject_id == subject)
+                     .order_by(AuditRow.seq))
+            for r in s.execute(query).scalars():
+                entry = r.entry()
+                if (problem := entry_seal_problem(entry, self._key)) is not None:
+                    problems.append(problem)
+                elif (ref := RowRef.of(entry)) is not None:
+                    refs.append(ref)
+            return problems + row_binding_problems(refs, self._governed_rows(s, where))
+
+        return self._read(work)
+
+    def seal_legacy_rows(self, actor: str, reason: str) -> int:
+        """Bind rows written before rows were bound (no ``audit_seq``), one audited entry each.
+
+        Refuses unless the chain itself verifies; run it once after upgrading an older store.
+        """
+        chain = self.verify_audit()
+        if not chain.ok and chain.first_bad_seq is not None:
+            raise GovernanceError(f"the audit chain does not verify ({chain.reason}); restore the store "
+                                  "before sealing legacy rows", field="audit")
+        reason = _text(reason, "reason")
+
+        def work(s: Session) -> int:
+            count = 0
+            for model in GOVERNED_TABLES:
+                query = select(model).where(model.audit_seq.is_(None)).order_by(model.id)
+                for row in s.execute(query).scalars():
+                    kind = getattr(row, "kind", "model") if model.__tablename__ == "decisions" else "model"
+                    self._append_row(s, row, actor, "audit.legacy_row_sealed", kind,
+                                     f"{row.name}/{row.version}", {"reason": reason})
+                    count += 1
+            return count
+
+        return self._transaction(work)
 
     def list_audit(self, limit: int | None = 100, offset: int = 0, *, subject_kind: str | None = None,
                    subject_id: str | None = None, actor: str | None = None, action: str | None = None,
@@ -213,152 +314,6 @@ class GovernanceStore:
         self._write_anchor(entry.seq, entry.hash, force=True)
         return entry
 
-    # --- decisions -----------------------------------------------------------------------
-
-    def _latest(self, s: Session, kind: str, name: str, version: str) -> DecisionRow | None:
-        query = (select(DecisionRow)
-                 .where(DecisionRow.kind == kind, DecisionRow.name == name, DecisionRow.version == version)
-                 .order_by(DecisionRow.id.desc()).limit(1))
-        return s.execute(query).scalars().first()
-
-    def _decide(self, kind: str, name: Any, version: Any, state: DecisionState, actor: str,
-                allowed_from: set[DecisionState | None], comment: str | None,
-                checklist: Mapping[str, bool] | None, owner: str | None = None) -> Decision:
-        kind, name = _kind(kind), _text(name, "name")
-        version, actor = _text(version, "version"), _text(actor, "actor")
-
-        def work(s: Session) -> Decision:
-            latest = self._latest(s, kind, name, version)
-            current = DecisionState(latest.state) if latest else None
-            if current not in allowed_from:
-                hint = " (submit it again for review first)" if current is DecisionState.REJECTED else ""
-                raise GovernanceError(f"{kind} {name} version {version} is {current or 'not submitted'}; "
-                                      f"cannot move it to {state}{hint}", field="state")
-            row = DecisionRow(kind=kind, name=name, version=version, state=state.value, actor=actor,
-                              comment=comment, checklist=dict(checklist) if checklist is not None else None,
-                              ts=datetime.now(timezone.utc))
-            s.add(row)
-            s.flush()
-            self._append(s, actor, f"decision.{state.value.lower()}", kind, f"{name}/{version}",
-                         {"decision_id": row.id, "from": current, "to": state, "comment": comment,
-                          "checklist": row.checklist, "owner": owner})
-            return Decision.from_row(row)
-
-        return self._transaction(work)
-
-    def submit(self, kind: str, name: str, version: str | int, *, actor: str,
-               comment: str | None = None) -> Decision:
-        return self._decide(kind, name, version, DecisionState.IN_REVIEW, actor,
-                            {None, DecisionState.REJECTED}, comment, None)
-
-    def approve(self, kind: str, name: str, version: str | int, *, actor: str, owner: str | None,
-                comment: str | None = None, checklist: Mapping[str, bool] | None = None) -> Decision:
-        """Approve; refuses self-approval, an unknown owner and any failed checklist item."""
-        if owner is None or not str(owner).strip():
-            raise GovernanceError(f"the owner of {kind} {name} version {version} is unknown, so the "
-                                  "four-eyes rule cannot be checked; record who registered it", field="owner")
-        if str(owner).strip() == str(actor).strip():
-            raise GovernanceError(f"{actor} registered {kind} {name} version {version} and may not "
-                                  "approve it; ask another reviewer", field="actor")
-        failed = [item for item, passed in (checklist or {}).items() if not passed]
-        if failed:
-            raise GovernanceError(f"cannot approve {kind} {name} version {version}: checklist items "
-                                  f"failed: {', '.join(failed)}", field="checklist")
-        return self._decide(kind, name, version, DecisionState.APPROVED, actor,
-                            {None, DecisionState.IN_REVIEW}, comment, checklist, owner=str(owner).strip())
-
-    def reject(self, kind: str, name: str, version: str | int, *, actor: str, comment: str) -> Decision:
-        return self._decide(kind, name, version, DecisionState.REJECTED, actor,
-                            {None, DecisionState.IN_REVIEW, DecisionState.APPROVED},
-                            _text(comment, "comment"), None)
-
-    def archive(self, kind: str, name: str, version: str | int, *, actor: str,
-                comment: str | None = None) -> Decision:
-        return self._decide(kind, name, version, DecisionState.ARCHIVED, actor,
-                            {None, DecisionState.IN_REVIEW, DecisionState.APPROVED, DecisionState.REJECTED},
-                            comment, None)
-
-    def latest_decision(self, kind: str, name: str, version: str | int) -> Decision | None:
-        row = self._read(lambda s: self._latest(s, _kind(kind), str(name), str(version)))
-        return Decision.from_row(row) if row else None
-
-    def state(self, kind: str, name: str, version: str | int) -> DecisionState | None:
-        latest = self.latest_decision(kind, name, version)
-        return latest.state if latest else None
-
-    def decision_history(self, kind: str, name: str, version: str | int) -> list[Decision]:
-        query = (select(DecisionRow).where(DecisionRow.kind == _kind(kind), DecisionRow.name == str(name),
-                                           DecisionRow.version == str(version)).order_by(DecisionRow.id))
-        return self._read(lambda s: [Decision.from_row(r) for r in s.execute(query).scalars()])
-
-    def pending_promotions(self, kind: str = "model") -> list[Decision]:
-        """Subjects whose latest decision is APPROVED and not yet promoted, oldest first."""
-        latest = (select(func.max(DecisionRow.id)).where(DecisionRow.kind == _kind(kind))
-                  .group_by(DecisionRow.kind, DecisionRow.name, DecisionRow.version))
-        query = (select(DecisionRow).where(DecisionRow.id.in_(latest),
-                                           DecisionRow.state == DecisionState.APPROVED.value,
-                                           DecisionRow.consumed.is_(False)).order_by(DecisionRow.id))
-        return self._read(lambda s: [Decision.from_row(r) for r in s.execute(query).scalars()])
-
-    def _consume(self, s: Session, kind: str, name: str, version: str, actor: str) -> DecisionRow:
-        latest = self._latest(s, kind, name, version)
-        if latest is None or latest.state != DecisionState.APPROVED.value:
-            raise GovernanceError(f"{kind} {name} version {version} is not APPROVED; nothing to mark "
-                                  "promoted", field="state")
-        if not latest.consumed:
-            latest.consumed, latest.promoted_at = True, datetime.now(timezone.utc)
-            self._append(s, actor, "decision.promoted", kind, f"{name}/{version}", {"decision_id": latest.id})
-        return latest
-
-    def mark_promoted(self, kind: str, name: str, version: str | int, *, actor: str) -> Decision:
-        """Mark the approval consumed (idempotent), so the sensor does not act on it again."""
-        args = (_kind(kind), _text(name, "name"), _text(version, "version"), _text(actor, "actor"))
-        return self._transaction(lambda s: Decision.from_row(self._consume(s, *args)))
-
-    # --- deployments ---------------------------------------------------------------------
-
-    def record_deployment(self, *, name: str, alias: str, version: str | int,
-                          previous_version: str | int | None, actor: str, reason: str | None = None,
-                          checklist: Mapping[str, bool] | None = None, kind: str = "promotion",
-                          consume_approval: bool = False) -> Deployment:
-        """Record that ``alias`` now points at ``version``; optionally consume the model's approval."""
-        if kind not in DEPLOYMENT_KINDS:
-            raise GovernanceError(f"kind must be one of {DEPLOYMENT_KINDS}, got {kind!r}", field="kind")
-        name, alias, version, actor = (_text(name, "name"), _text(alias, "alias"),
-                                       _text(version, "version"), _text(actor, "actor"))
-        previous = None if previous_version is None else str(previous_version)
-
-        def work(s: Session) -> Deployment:
-            row = DeploymentRow(name=name, alias=alias, version=version, previous_version=previous,
-                                actor=actor, reason=reason,
-                                checklist=dict(checklist) if checklist is not None else None,
-                                ts=datetime.now(timezone.utc), kind=kind)
-            s.add(row)
-            s.flush()
-            self._append(s, actor, f"deployment.{kind}", "model", f"{name}/{version}",
-                         {"deployment_id": row.id, "alias": alias, "previous_version": previous,
-                          "reason": reason, "checklist": row.checklist})
-            if consume_approval:
-                self._consume(s, "model", name, version, actor)
-            return Deployment.from_row(row)
-
-        return self._transaction(work)
-
-    def list_deployments(self, name: str | None = None, *, alias: str | None = None,
-                         limit: int | None = 100) -> list[Deployment]:
-        """Deployments, newest first (``limit=None`` for all)."""
-        query = select(DeploymentRow)
-        if name is not None:
-            query = query.where(DeploymentRow.name == name)
-        if alias is not None:
-            query = query.where(DeploymentRow.alias == alias)
-        query = query.order_by(DeploymentRow.id.desc()).limit(limit)
-        return self._read(lambda s: [Deployment.from_row(r) for r in s.execute(query).scalars()])
-
-    def get_deployment(self, deployment_id: int) -> Deployment | None:
-        row = self._read(lambda s: s.get(DeploymentRow, int(deployment_id)))
-        return Deployment.from_row(row) if row else None
-
     # --- drift events --------------------------------------------------------------------
 
     def record_drift_event(self, *, source: str, features: list[str], drifted_share: float, severity: str,
@@ -370,21 +325,85 @@ class GovernanceStore:
         source, severity = _text(source, "source"), _text(severity, "severity")
 
         def work(s: Session) -> DriftEvent:
-            row = DriftEventRow(ts=datetime.now(timezone.utc), source=source,
-                                features=[str(f) for f in features], drifted_share=float(drifted_share),
-                                severity=severity, action_taken=action_taken, episode_id=episode_id,
-                                details={})
-            s.add(row)
-            s.flush()
-            entry = self._append(s, actor, "drift.event", "drift", source,
-                                 {"event_id": row.id, "features": row.features,
-                                  "drifted_share": row.drifted_share, "severity": severity,
-                                  "action_taken": action_taken, "episode_id": episode_id,
-                                  "details": dict(details or {})})
-            row.details = entry.details["details"]  # the JSON-normalised copy
+            return self._insert_drift_event(s, source, features, drifted_share, severity, action_taken,
+                                            episode_id, details, actor)
+
+        return self._transaction(work)
+
+    def _insert_drift_event(self, s: Session, source: str, features: list[str], drifted_share: float,
+                            severity: str, action_taken: str | None, episode_id: str | None,
+                            details: Mapping[str, Any] | None, actor: str) -> DriftEvent:
+        row = DriftEventRow(ts=datetime.now(timezone.utc), source=source,
+                            features=[str(f) for f in features], drifted_share=float(drifted_share),
+                            severity=severity, action_taken=action_taken, episode_id=episode_id,
+                            details={})
+        s.add(row)
+        s.flush()
+        entry = self._append(s, actor, "drift.event", "drift", source,
+                             {"event_id": row.id, "features": row.features,
+                              "drifted_share": row.drifted_share, "severity": severity,
+                              "action_taken": action_taken, "episode_id": episode_id,
+                              "details": dict(details or {})})
+        row.details = entry.details["details"]  # the JSON-normalised copy
+        return DriftEvent.from_row(row)
+
+    def record_drift_event_once(self, *, dedupe_key: str, source: str, features: list[str],
+                                drifted_share: float, severity: str, action_taken: str | None = None,
+                                episode_id: str | None = None, details: Mapping[str, Any] | None = None,
+                                actor: str = "monitoring", lookback: int = 1000) -> tuple[DriftEvent, bool]:
+        """Record a drift event unless one of the same ``source`` with the same ``dedupe_key`` (kept in
+        ``details["dedupe_key"]``) is among its last ``lookback`` events; ``(event, created)``. Checked and
+        written in one serialised transaction, so concurrent posts of one event record it once."""
+        if not 0.0 <= float(drifted_share) <= 1.0:
+            raise GovernanceError(f"drifted_share must be within [0, 1], got {drifted_share}",
+                                  field="drifted_share")
+        source, severity = _text(source, "source"), _text(severity, "severity")
+        key = _text(dedupe_key, "dedupe_key")
+
+        def work(s: Session) -> tuple[DriftEvent, bool]:
+            recent = select(DriftEventRow).where(DriftEventRow.source == source)
+            for row in s.execute(recent.order_by(DriftEventRow.id.desc()).limit(lookback)).scalars():
+                if (row.details or {}).get("dedupe_key") == key:
+                    return DriftEvent.from_row(row), False
+            event = self._insert_drift_event(s, source, features, drifted_share, severity, action_taken,
+                                             episode_id, {**dict(details or {}), "dedupe_key": key}, actor)
+            return event, True
+
+        return self._transaction(work)
+
+    def update_drift_event(self, event_id: int, *, action_taken: str | None = None, episode_id: str | None = None,
+                           resolved: bool = False, details: Mapping[str, Any] | None = None,
+                           actor: str) -> DriftEvent:
+        """Record a decision about a drift event: what was done, the episode it opened, ``details`` merged
+        in, and ``resolved=True`` when its episode ended (kept as ``details["resolved_at"]``: a state of
+        its own, so no column is added and existing stores open unchanged). One audit entry."""
+        def work(s: Session) -> DriftEvent:
+            row = s.get(DriftEventRow, int(event_id))
+            if row is None:
+                raise GovernanceError(f"no drift event with id {event_id}", field="event_id")
+            merged = {**dict(row.details or {}), **dict(details or {})}
+            change: dict[str, Any] = {"event_id": row.id}
+            if action_taken is not None:
+                row.action_taken = change["action_taken"] = _text(action_taken, "action_taken")
+            if episode_id is not None:
+                row.episode_id = change["episode_id"] = _text(episode_id, "episode_id")
+            if resolved and not merged.get("resolved_at"):
+                merged["resolved_at"] = change["resolved_at"] = datetime.now(timezone.utc).isoformat()
+            if details:
+                change["details"] = dict(details)
+            row.details = merged
+            self._append(s, actor, "drift.resolved" if "resolved_at" in change else "drift.action", "drift",
+                         row.source, change)
             return DriftEvent.from_row(row)
 
         return self._transaction(work)
+
+    def last_drift_episode(self, action_taken: str) -> DriftEvent | None:
+        """The newest drift event that opened an episode (has an ``episode_id`` and this ``action_taken``)."""
+        query = (select(DriftEventRow).where(DriftEventRow.episode_id.is_not(None))
+                 .where(DriftEventRow.action_taken == action_taken).order_by(DriftEventRow.id.desc()).limit(1))
+        rows = self._read(lambda s: list(s.execute(query).scalars()))
+        return DriftEvent.from_row(rows[0]) if rows else None
 
     def set_drift_action(self, event_id: int, action_taken: str, *, actor: str) -> DriftEvent:
         """Record what was done about a drift event (e.g. ``retraining_run:<run id>``)."""

@@ -1,40 +1,57 @@
 """The one place that moves a serving alias, and the approval workflow that feeds it.
 
-Every function here re-checks its gate at the moment of acting and refuses (``PromotionRefused``,
-with every reason) when it cannot *confirm* a pass: a missing tag or an unknown owner is a refusal,
-not a pass. Decisions are written to the governance store (the source of truth) first or together
-with the alias move; MLflow tags only mirror them for the UI, and a failure to mirror is logged,
-not raised.
+Every function here re-checks its gate at the moment of acting and refuses (``PromotionRefused``, a
+``Conflict``, with every reason) when it cannot *confirm* a pass from the governance store: a
+missing record or an unknown registerer is a refusal, not a pass. MLflow tags only mirror the
+store for the UI and are never trusted: when a tag disagrees with the record (``evaluation.passed``,
+``compliance.passed``, ``rejected``, ``registered_by``) the move is refused, naming the difference.
+The governed rows of the version (decisions, gate results, registration, deployments) must each
+be bound to an intact audit entry (``GovernanceStore.subject_problems``), so a row inserted or
+edited with a plain SQL client refuses the move too.
 
 Rules decided here:
 
-* ``promote`` needs: the version exists, is not archived or rejected (store or tag), tag
-  ``evaluation.passed == "true"``, ``compliance.passed == "true"`` when compliance is required,
-  the store's latest decision is APPROVED, and the approver is not the ``registered_by`` tag (which
-  must exist). Promoting the version the alias already serves is idempotent when the store already
-  records it. ``require`` can drop the approval gate only for non-production aliases
-  (``challenger``).
-* If recording the deployment fails after the alias moved (e.g. the approval was revoked in the
-  meantime), the alias is put back to where it was and the error re-raised.
+* ``promote`` needs: the version exists, is not archived or rejected (store), its recorded
+  evaluation result passes under the policy in force (``gates.GatePolicy``), its compliance result
+  passes when compliance is required, the latest decision is APPROVED, and the approver is not
+  the recorded registerer (identities compared normalised). A failing non-critical check passes
+  only when the approval waived it. Promoting the version the alias already serves is idempotent
+  when the store already records it. ``require`` can drop the approval gate only for
+  non-production aliases (``challenger``).
+* If recording the deployment fails after the alias moved, the alias is put back and the error
+  re-raised.
 * ``rollback`` only goes to a version that was deployed to the same alias before, is not the
-  current one, and is not archived or rejected since; a reason is required.
-* ``archive`` refuses a version that serves a protected alias (``production``): roll back or
-  promote another version first. Other aliases pointing at it (``staging``, ``challenger``) are
-  removed, and the removal is audited.
-* ``set_gate_alias`` (the automated ``staging`` move) refuses the production alias, and submits the
-  version for review when it has no decision yet.
+  current one, is not archived or rejected since, and whose recorded gates still hold; a reason
+  is required.
+* ``archive`` refuses a version that serves a protected alias (``production``). Other aliases
+  pointing at it are removed, and the removal is audited.
+* ``set_gate_alias`` (the automated ``staging`` move) reads the recorded gate results itself (no
+  caller-supplied verdicts), refuses the production alias, and submits the version for review when
+  it has no decision yet.
+* ``approve`` may carry waivers (``{check: reason}``) for failing non-critical checks; a waiver
+  needs the approver role or above when a role is given, and a critical check refuses, named.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
+from typing import Any
 
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from mlops_assets.governance.records import Decision, DecisionState, Deployment, GovernanceError
+from mlops_assets.errors import Forbidden, InvalidInput
+from mlops_assets.governance.records import (
+    Decision,
+    DecisionState,
+    Deployment,
+    GovernanceError,
+    normalize_identity,
+)
 from mlops_assets.governance.store import GovernanceStore
+from mlops_assets.models import gates as G
 from mlops_assets.models import tags as T
 
 log = logging.getLogger(__name__)
@@ -44,15 +61,17 @@ _NOT_FOUND = "RESOURCE_DOES_NOT_EXIST"
 
 
 class PromotionRefused(GovernanceError):
-    """An alias move (or approval) was refused; ``reasons`` lists every check that did not pass."""
+    """An alias move (or approval) was refused; ``reasons`` lists every check that did not pass.
 
-    def __init__(self, action: str, name: str, version: str, reasons: Iterable[str]) -> None:
+    A ``GovernanceError``, so a ``Conflict`` (HTTP 409, CLI exit 4)."""
+
+    def __init__(self, action: str, name: str, version: str, reasons: Iterable[str], field: str = "version") -> None:
         self.action, self.name, self.version, self.reasons = action, name, str(version), list(reasons)
         super().__init__(f"refused to {action} {name} version {version}: " + "; ".join(self.reasons),
-                         field="version")
+                         field=field)
 
 
-# --- reading the registry ------------------------------------------------------------------
+# --- reading the registry and the record ----------------------------------------------------
 
 
 def _version_tags(client: MlflowClient, name: str, version: str) -> dict[str, str] | None:
@@ -76,52 +95,59 @@ def alias_target(client: MlflowClient, name: str, alias: str) -> str | None:
     return None if target is None else str(target)
 
 
-def _is_true(tags: Mapping[str, str], key: str) -> bool:
-    return str(tags.get(key, "")).strip().lower() == "true"
+def _policy(policy: G.GatePolicy | None, compliance_required: bool) -> G.GatePolicy:
+    return replace(policy or G.GatePolicy(), compliance_required=bool(compliance_required))
 
 
-def _tag_reason(tags: Mapping[str, str], key: str) -> list[str]:
-    if _is_true(tags, key):
+class _Record:
+    """Everything the store records about one version, read once, with what makes it untrustworthy."""
+
+    def __init__(self, client: MlflowClient, store: GovernanceStore, action: str, name: str, version: str) -> None:
+        tags = _version_tags(client, name, version)
+        if tags is None:
+            raise PromotionRefused(action, name, version, ["the version does not exist in the registry"])
+        self.tags = tags
+        self.decision = store.latest_decision("model", name, version)
+        self.registration = store.registration(name, version)
+        self.gates = store.gate_results(name, version)
+        self.integrity = store.subject_problems("model", name, version)
+        self.differences = G.mirror_differences(tags, self.gates, self.decision, self.registration)
+
+    @property
+    def waivers(self) -> dict[str, str]:
+        d = self.decision
+        return dict(d.waivers or {}) if d is not None and d.state is DecisionState.APPROVED else {}
+
+    def untrusted(self) -> list[str]:
+        return ([f"the governance store does not verify: {p}" for p in self.integrity]
+                + [f"{d} (tags are a mirror; the record wins)" for d in self.differences])
+
+    def retired(self) -> list[str]:
+        d = self.decision
+        if d is None:
+            return []
+        if d.state is DecisionState.ARCHIVED:
+            return ["the version is archived"]
+        if d.state is DecisionState.REJECTED:
+            return [f"the version was rejected{f' ({d.comment})' if d.comment else ''}"]
         return []
-    value = tags.get(key)
-    return [f"tag '{key}' is missing, so the gate result is unknown" if value is None
-            else f"tag '{key}' is {value!r}, not 'true'"]
 
-
-def _retired_reasons(tags: Mapping[str, str], decision: Decision | None) -> list[str]:
-    reasons = []
-    if _is_true(tags, T.TAG_ARCHIVED) or (decision and decision.state is DecisionState.ARCHIVED):
-        reasons.append("the version is archived")
-    if _is_true(tags, T.TAG_REJECTED) or (decision and decision.state is DecisionState.REJECTED):
-        why = f" ({decision.comment})" if decision and decision.comment else ""
-        reasons.append(f"the version was rejected{why}")
-    return reasons
-
-
-def _approval_reasons(tags: Mapping[str, str], decision: Decision | None) -> list[str]:
-    reasons = []
-    if decision is None or decision.state is not DecisionState.APPROVED:
-        state = decision.state.value if decision else "no decision"
-        reasons.append(f"not approved in the governance store (state: {state})")
-    owner = tags.get(T.TAG_REGISTERED_BY)
-    if not owner:
-        reasons.append(f"tag '{T.TAG_REGISTERED_BY}' is missing, so the four-eyes rule cannot be checked")
-    elif decision is not None and decision.state is DecisionState.APPROVED and decision.actor == owner:
-        reasons.append(f"approved by its own registerer {owner!r}")
-    return reasons
+    def approval_reasons(self) -> list[str]:
+        d, reg = self.decision, self.registration
+        reasons = []
+        if d is None or d.state is not DecisionState.APPROVED:
+            reasons.append(f"not approved in the governance store (state: {d.state.value if d else 'no decision'})")
+        if reg is None:
+            reasons.append("the governance store records no registerer, so the four-eyes rule cannot be checked")
+        elif d is not None and d.state is DecisionState.APPROVED and \
+                normalize_identity(d.actor) == reg.registered_by:
+            reasons.append(f"approved by its own registerer {reg.registered_by!r} (as {d.actor!r})")
+        return reasons
 
 
 def _mirror(client: MlflowClient, name: str, version: str, values: Mapping[str, str | None]) -> None:
     """Mirror decisions to version tags (``None`` deletes); the store stays the source of truth."""
-    for key, value in values.items():
-        try:
-            if value is None:
-                client.delete_model_version_tag(name, version, key)
-            else:
-                client.set_model_version_tag(name, version, key, value)
-        except MlflowException as exc:
-            if value is not None or exc.error_code != _NOT_FOUND:
-                log.warning("could not mirror tag %s on %s v%s: %s", key, name, version, exc)
+    G._set_tags(client, name, version, values)
 
 
 def _require_tags(client: MlflowClient, action: str, name: str, version: str) -> dict[str, str]:
@@ -134,26 +160,46 @@ def _require_tags(client: MlflowClient, action: str, name: str, version: str) ->
 # --- approvals -----------------------------------------------------------------------------
 
 
-def approval_checklist(client: MlflowClient, store: GovernanceStore, name: str, version: str | int,
-                       reviewer: str, *, compliance_required: bool) -> dict[str, bool]:
-    """What a reviewer's approval depends on; every item must be true."""
-    version = str(version)
-    tags = _version_tags(client, name, version)
-    decision = store.latest_decision("model", name, version)
-    found = tags is not None
-    tags = tags or {}
-    state = decision.state if decision else None
+def _checklist(record: _Record, review: G.GateReview, reviewer: str, compliance_required: bool) -> dict[str, bool]:
+    state = record.decision.state if record.decision else None
     checklist = {
-        "version_exists": found,
-        "not_archived": found and not _is_true(tags, T.TAG_ARCHIVED) and state is not DecisionState.ARCHIVED,
-        "not_rejected": found and not _is_true(tags, T.TAG_REJECTED) and state is not DecisionState.REJECTED,
-        "evaluation_passed": _is_true(tags, T.TAG_EVALUATION_PASSED),
+        "version_exists": True,
+        "not_archived": state is not DecisionState.ARCHIVED,
+        "not_rejected": state is not DecisionState.REJECTED,
+        "evaluation_passed": G.gate_cleared(review, G.GATE_EVALUATION),
     }
     if compliance_required:
-        checklist["compliance_passed"] = _is_true(tags, T.TAG_COMPLIANCE_PASSED)
-    owner = tags.get(T.TAG_REGISTERED_BY)
-    checklist["reviewer_is_not_registerer"] = bool(owner) and owner != reviewer
+        checklist["compliance_passed"] = G.gate_cleared(review, G.GATE_COMPLIANCE)
+    reg = record.registration
+    checklist["reviewer_is_not_registerer"] = reg is not None and normalize_identity(reviewer) != reg.registered_by
+    checklist["record_verified"] = not record.integrity
+    checklist["mirror_matches_record"] = not record.differences
     return checklist
+
+
+def approval_checklist(client: MlflowClient, store: GovernanceStore, name: str, version: str | int,
+                       reviewer: str, *, compliance_required: bool, policy: G.GatePolicy | None = None,
+                       waivers: Mapping[str, str] | None = None) -> dict[str, bool]:
+    """What a reviewer's approval depends on, read from the store; every item must be true."""
+    version = str(version)
+    try:
+        record = _Record(client, store, "check", name, version)
+    except PromotionRefused:
+        return {"version_exists": False, "not_archived": False, "not_rejected": False,
+                "evaluation_passed": False, **({"compliance_passed": False} if compliance_required else {}),
+                "reviewer_is_not_registerer": False}
+    review = G.review_gates(record.gates, _policy(policy, compliance_required),
+                            waivers=waivers if waivers is not None else record.waivers)
+    return _checklist(record, review, reviewer, compliance_required)
+
+
+def waivers_of(store: GovernanceStore, name: str, version: str | int) -> dict[str, Any]:
+    """The governed exceptions of a version's approval, for reports and the API: who, when, what."""
+    decision = store.latest_decision("model", name, str(version))
+    if decision is None or not decision.waivers:
+        return {}
+    return {"approved_by": decision.actor, "state": decision.state.value, "ts": decision.ts.isoformat(),
+            "waivers": dict(decision.waivers)}
 
 
 def submit_for_review(client: MlflowClient, store: GovernanceStore, name: str, version: str | int, *,
@@ -162,26 +208,58 @@ def submit_for_review(client: MlflowClient, store: GovernanceStore, name: str, v
     version = str(version)
     _require_tags(client, "submit", name, version)
     decision = store.submit("model", name, version, actor=actor, comment=comment)
+    evaluation = store.gate_results(name, version).get(G.GATE_EVALUATION)
+    still_failed = evaluation is not None and not evaluation.passed
     _mirror(client, name, version, {T.TAG_APPROVAL_STATE: DecisionState.IN_REVIEW.value,
-                                    T.TAG_REJECTED: None, T.TAG_REJECTED_REASON: None})
+                                    **({} if still_failed else {T.TAG_REJECTED: None, T.TAG_REJECTED_REASON: None})})
     return decision
 
 
+def _check_waivers(action: str, name: str, version: str, waivers: Mapping[str, str], review: G.GateReview,
+                   policy: G.GatePolicy, role: str | None) -> None:
+    if role is not None and normalize_identity(role) not in G.WAIVER_ROLES:
+        raise Forbidden("role", f"waiving a check needs one of the roles {G.WAIVER_ROLES}; the caller is "
+                                f"{role!r}")
+    empty = [c for c, why in waivers.items() if not str(why or "").strip()]
+    if empty:
+        raise InvalidInput("reason", [f"the waiver of {c!r} needs a reason" for c in empty])
+    critical = G.unwaivable(waivers, policy)
+    if critical:
+        raise PromotionRefused(action, name, version, [
+            f"check {c!r} is critical and cannot be waived (critical checks: {', '.join(policy.critical_checks)})"
+            for c in critical], field="waive")
+    not_failing = [c for c in waivers if c not in review.failing]
+    if not_failing:
+        raise InvalidInput("waive", [f"check {c!r} did not fail, so there is nothing to waive "
+                                     f"(failing checks: {review.failing or 'none'})" for c in not_failing])
+
+
 def approve(client: MlflowClient, store: GovernanceStore, name: str, version: str | int, *, reviewer: str,
-            compliance_required: bool, comment: str | None = None) -> Decision:
-    """Approve a version for production after re-checking ``approval_checklist``."""
-    version = str(version)
-    checklist = approval_checklist(client, store, name, version, reviewer,
-                                   compliance_required=compliance_required)
+            compliance_required: bool, comment: str | None = None, waivers: Mapping[str, str] | None = None,
+            policy: G.GatePolicy | None = None, role: str | None = None) -> Decision:
+    """Approve a version for production after re-checking the record (``approval_checklist``).
+
+    ``waivers`` (``{check: reason}``) approve a version that fails non-critical checks; they are
+    recorded with the approval (audited) and honoured by the alias mover. ``role`` (the caller's
+    role, where the caller has one) must be approver or above to waive.
+    """
+    version, waivers = str(version), {str(k).strip(): v for k, v in (waivers or {}).items()}
+    policy = _policy(policy, compliance_required)
+    record = _Record(client, store, "approve", name, version)
+    review = G.review_gates(record.gates, policy, waivers=waivers)
+    if waivers:
+        _check_waivers("approve", name, version, waivers, review, policy, role)
+    checklist = _checklist(record, review, reviewer, compliance_required)
     failed = [item for item, ok in checklist.items() if not ok]
     if failed:
-        raise PromotionRefused("approve", name, version,
-                               [f"checklist item failed: {item}" for item in failed])
-    owner = _require_tags(client, "approve", name, version).get(T.TAG_REGISTERED_BY)
-    decision = store.approve("model", name, version, actor=reviewer, owner=owner, comment=comment,
-                             checklist=checklist)
-    _mirror(client, name, version,
-            {T.TAG_APPROVAL_STATE: DecisionState.APPROVED.value, T.TAG_APPROVED_BY: reviewer})
+        raise PromotionRefused("approve", name, version, [f"checklist item failed: {item}" for item in failed]
+                               + review.reasons + record.untrusted())
+    decision = store.approve("model", name, version, actor=reviewer, owner=record.registration.registered_by,
+                             comment=comment, checklist=checklist, waivers=waivers or None)
+    mirror = {T.TAG_APPROVAL_STATE: DecisionState.APPROVED.value, T.TAG_APPROVED_BY: reviewer}
+    if waivers:
+        mirror[T.TAG_APPROVAL_WAIVERS] = ", ".join(sorted(waivers))
+    _mirror(client, name, version, mirror)
     return decision
 
 
@@ -200,7 +278,7 @@ def reject(client: MlflowClient, store: GovernanceStore, name: str, version: str
 
 
 def _move_alias(client: MlflowClient, store: GovernanceStore, *, name: str, alias: str, version: str,
-                previous: str | None, actor: str, reason: str | None, checklist: dict[str, bool], kind: str,
+                previous: str | None, actor: str, reason: str | None, checklist: dict[str, Any], kind: str,
                 consume_approval: bool) -> Deployment:
     """Set the alias, record it; if recording fails, put the alias back and re-raise."""
     client.set_registered_model_alias(name, alias, version)
@@ -225,14 +303,33 @@ def _already_serving(store: GovernanceStore, name: str, alias: str, version: str
     return last[0] if last and last[0].version == version else None
 
 
+def _evidence(record: _Record, review: G.GateReview, approval: bool) -> dict[str, Any]:
+    """The deployment checklist: the values that were checked, never a literal ``True``."""
+    out: dict[str, Any] = {"gates": review.evidence, "waivers": review.waived,
+                           "mirror_checked": sorted(G.expected_mirror(record.gates, record.decision,
+                                                                      record.registration))}
+    d, reg = record.decision, record.registration
+    if approval and d is not None:
+        out["approval"] = {"decision_id": d.id, "state": d.state.value, "approved_by": d.actor,
+                           "registered_by": reg.registered_by if reg else None}
+    return out
+
+
+def _gate_reasons(record: _Record, policy: G.GatePolicy, evaluation: bool) -> tuple[list[str], G.GateReview]:
+    review = G.review_gates(record.gates, policy, evaluation=evaluation, waivers=record.waivers)
+    return record.untrusted() + record.retired() + review.reasons, review
+
+
 def promote(client: MlflowClient, store: GovernanceStore, name: str, version: str | int,
             alias: str = T.ALIAS_PRODUCTION, *, actor: str, reason: str | None = None,
             require: Iterable[str] = GATES, compliance_required: bool,
-            production_alias: str = T.ALIAS_PRODUCTION) -> Deployment:
+            production_alias: str = T.ALIAS_PRODUCTION, policy: G.GatePolicy | None = None) -> Deployment:
     """Move ``alias`` to ``version`` after re-checking every gate in ``require``; consume the approval.
 
     ``require`` may drop gates only for aliases other than ``production_alias`` (e.g. a
-    ``challenger``); production always needs both evaluation and approval.
+    ``challenger``); production always needs both evaluation and approval. ``policy`` is the policy
+    in force (``gates.gate_policy(settings)``); by default the recorded thresholds and the default
+    critical checks.
     """
     version, require = str(version), tuple(require)
     unknown = set(require) - set(GATES)
@@ -242,32 +339,23 @@ def promote(client: MlflowClient, store: GovernanceStore, name: str, version: st
     if alias == production_alias and set(require) != set(GATES):
         raise GovernanceError(f"promotion to {alias!r} always requires {GATES}; got {require}",
                               field="require")
-    tags = _require_tags(client, "promote", name, version)
-    decision = store.latest_decision("model", name, version)
-    reasons = _retired_reasons(tags, decision)
-    if "evaluation" in require:
-        reasons += _tag_reason(tags, T.TAG_EVALUATION_PASSED)
-    if compliance_required:
-        reasons += _tag_reason(tags, T.TAG_COMPLIANCE_PASSED)
+    action = f"promote to {alias!r}"
+    record = _Record(client, store, action, name, version)
+    reasons, review = _gate_reasons(record, _policy(policy, compliance_required), "evaluation" in require)
     if "approval" in require:
-        reasons += _approval_reasons(tags, decision)
+        reasons += record.approval_reasons()
     if reasons:
-        raise PromotionRefused(f"promote to {alias!r}", name, version, reasons)
+        raise PromotionRefused(action, name, version, reasons)
+    decision = record.decision
     consume = "approval" in require and decision is not None and not decision.consumed
     previous = alias_target(client, name, alias)
     if previous == version and (done := _already_serving(store, name, alias, version)) is not None:
         if consume:
             store.mark_promoted("model", name, version, actor=actor)
         return done
-    checklist = {"version_exists": True, "not_archived": True, "not_rejected": True}
-    checklist.update({f"{gate}_passed": True for gate in require})
-    if compliance_required:
-        checklist["compliance_passed"] = True
-    if "approval" in require:
-        checklist["approver_is_not_registerer"] = True
     deployment = _move_alias(client, store, name=name, alias=alias, version=version, previous=previous,
-                             actor=actor, reason=reason, checklist=checklist, kind="promotion",
-                             consume_approval=consume)
+                             actor=actor, reason=reason, checklist=_evidence(record, review, "approval" in require),
+                             kind="promotion", consume_approval=consume)
     if decision is not None and "approval" in require:
         _mirror(client, name, version,
                 {T.TAG_APPROVAL_STATE: decision.state.value, T.TAG_APPROVED_BY: decision.actor})
@@ -275,22 +363,23 @@ def promote(client: MlflowClient, store: GovernanceStore, name: str, version: st
 
 
 def rollback(client: MlflowClient, store: GovernanceStore, name: str, to_version: str | int,
-             alias: str = T.ALIAS_PRODUCTION, *, actor: str, reason: str) -> Deployment:
-    """Move ``alias`` back to a version it served before (and that is not archived/rejected since)."""
+             alias: str = T.ALIAS_PRODUCTION, *, actor: str, reason: str, compliance_required: bool = False,
+             policy: G.GatePolicy | None = None) -> Deployment:
+    """Move ``alias`` back to a version it served before (not archived/rejected since, gates still hold)."""
     version = str(to_version)
     if not reason or not reason.strip():
         raise GovernanceError("a rollback needs a reason (what went wrong)", field="reason")
-    tags = _require_tags(client, "roll back to", name, version)
-    reasons = _retired_reasons(tags, store.latest_decision("model", name, version))
+    action = f"roll back {alias!r} to"
+    record = _Record(client, store, action, name, version)
+    reasons, review = _gate_reasons(record, _policy(policy, compliance_required), True)
     previous = alias_target(client, name, alias)
     if previous == version:
         reasons.append(f"alias {alias!r} already points at version {version}")
     if version not in {d.version for d in store.list_deployments(name, alias=alias, limit=None)}:
         reasons.append(f"version {version} was never deployed to {alias!r}; promote it instead")
     if reasons:
-        raise PromotionRefused(f"roll back {alias!r} to", name, version, reasons)
-    checklist = {"version_exists": True, "not_archived": True, "not_rejected": True,
-                 "previously_deployed": True}
+        raise PromotionRefused(action, name, version, reasons)
+    checklist = {**_evidence(record, review, False), "previously_deployed_to": alias}
     return _move_alias(client, store, name=name, alias=alias, version=version, previous=previous, actor=actor,
                        reason=reason, checklist=checklist, kind="rollback", consume_approval=False)
 
@@ -316,41 +405,30 @@ def archive(client: MlflowClient, store: GovernanceStore, name: str, version: st
 
 
 def set_gate_alias(client: MlflowClient, store: GovernanceStore, name: str, version: str | int,
-                   alias: str = T.ALIAS_STAGING, *, actor: str = "dagster", evaluation_passed: bool,
-                   compliance_passed: bool | None, production_alias: str = T.ALIAS_PRODUCTION,
-                   submit: bool = True) -> Deployment:
+                   alias: str = T.ALIAS_STAGING, *, actor: str = "dagster", compliance_required: bool,
+                   production_alias: str = T.ALIAS_PRODUCTION, submit: bool = True,
+                   policy: G.GatePolicy | None = None) -> Deployment:
     """The automated move behind the evaluation (and compliance) gate, e.g. to ``staging``.
 
-    ``evaluation_passed``/``compliance_passed`` are the gate results the caller computed;
-    ``compliance_passed=None`` means compliance is not required. Both the results and the version's
-    tags must say pass. With ``submit``, a version without a decision is put in review.
+    It reads the gate results the evaluation recorded in the governance store (never a verdict from
+    its caller, never the tags). With ``submit``, a version without a decision is put in review.
     """
     version = str(version)
     if alias == production_alias:
         raise GovernanceError(f"set_gate_alias does not move {alias!r}; use promote() (needs approval)",
                               field="alias")
-    tags = _require_tags(client, f"set {alias!r} on", name, version)
-    decision = store.latest_decision("model", name, version)
-    reasons = _retired_reasons(tags, decision)
-    if not evaluation_passed:
-        reasons.append("the evaluation gate did not pass")
-    reasons += _tag_reason(tags, T.TAG_EVALUATION_PASSED)
-    if compliance_passed is not None:
-        if not compliance_passed:
-            reasons.append("the compliance gate did not pass")
-        reasons += _tag_reason(tags, T.TAG_COMPLIANCE_PASSED)
+    action = f"set {alias!r} on"
+    record = _Record(client, store, action, name, version)
+    reasons, review = _gate_reasons(record, _policy(policy, compliance_required), True)
     if reasons:
-        raise PromotionRefused(f"set {alias!r} on", name, version, reasons)
+        raise PromotionRefused(action, name, version, reasons)
     previous = alias_target(client, name, alias)
     deployment = _already_serving(store, name, alias, version) if previous == version else None
     if deployment is None:
-        checklist = {"version_exists": True, "not_archived": True, "not_rejected": True,
-                     "evaluation_passed": True}
-        if compliance_passed is not None:
-            checklist["compliance_passed"] = True
         deployment = _move_alias(client, store, name=name, alias=alias, version=version, previous=previous,
-                                 actor=actor, reason="passed the automated gate", checklist=checklist,
-                                 kind="promotion", consume_approval=False)
-    if submit and decision is None:
+                                 actor=actor, reason="passed the automated gate",
+                                 checklist=_evidence(record, review, False), kind="promotion",
+                                 consume_approval=False)
+    if submit and record.decision is None:
         submit_for_review(client, store, name, version, actor=actor, comment=f"passed the gate to {alias!r}")
     return deployment

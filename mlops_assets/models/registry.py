@@ -227,21 +227,31 @@ def train_and_register(
 
 
 def apply_gate(client: MlflowClient, name: str, version: str | int, metric_name: str, value: float | None,
-               threshold: float, higher_is_better: bool = True) -> GateResult:
-    """Compare ``value`` with ``threshold`` and mirror the outcome as tags on the version.
+               threshold: float, higher_is_better: bool = True, *, store: Any = None,
+               actor: str = "dagster") -> GateResult:
+    """Compare ``value`` with ``threshold``, record the verdict, and mirror it as tags on the version.
 
-    Always tags ``evaluation.passed``/``evaluation.metric``/``evaluation.value``/
-    ``evaluation.threshold``; on failure also ``rejected=true`` and ``rejected.reason``. A missing
-    or non-finite value fails. A pass does not clear an earlier rejection (that may be a person's).
+    With ``store`` (a ``GovernanceStore``) the verdict, value and threshold are recorded there first,
+    inside the audit chain, with the version's registerer (``gates.record_evaluation``): the only
+    record the alias mover accepts. Without one only the tags are written (the alias mover then
+    refuses the version: tags are a mirror, never trusted). Tags: ``evaluation.passed``/``metric``/
+    ``value``/``threshold``; on failure also ``rejected=true`` and ``rejected.reason``. A missing or
+    non-finite value fails. A pass does not clear an earlier rejection (that may be a person's).
     """
     number = float(value) if value is not None else float("nan")
+    version = str(version)
+    if store is not None:
+        from mlops_assets.models.gates import record_evaluation
+
+        record, reason = record_evaluation(client, store, name, version, metric_name, value, threshold,
+                                           higher_is_better=higher_is_better, actor=actor)
+        return GateResult(record.passed, metric_name, number, float(threshold), higher_is_better, reason)
     if not math.isfinite(number):
         passed, reason = False, f"{metric_name} is missing or not finite ({value!r})"
     else:
         passed = number >= threshold if higher_is_better else number <= threshold
         relation = (">=" if passed else "<") if higher_is_better else ("<=" if passed else ">")
         reason = f"{metric_name}={number:.6g} {relation} threshold {threshold:.6g}"
-    version = str(version)
     for key, tag_value in {
         T.TAG_EVALUATION_PASSED: "true" if passed else "false",
         T.TAG_EVALUATION_METRIC: metric_name,

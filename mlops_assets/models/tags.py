@@ -2,7 +2,8 @@
 
 One place, so the registry code, the promotion gate, the evaluation harness, serving and the
 management API agree on spelling. Tags on a registered model *version* mirror the governance
-store (the single source of truth for decisions); they exist for the MLflow UI.
+store (the single source of truth for decisions and gate results); they exist for the MLflow UI and
+are never trusted: the alias mover refuses when a mirror disagrees with the record (``gates.py``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ TAG_REJECTED = "rejected"
 TAG_REJECTED_REASON = "rejected.reason"
 TAG_APPROVAL_STATE = "approval.state"                # IN_REVIEW | APPROVED | REJECTED
 TAG_APPROVED_BY = "approval.by"
+TAG_APPROVAL_WAIVERS = "approval.waivers"            # checks the approval waived (mirror of the store)
 TAG_ARCHIVED = "archived"
 
 # added by the model layer (registry.py / wrapper.py)

@@ -2,59 +2,19 @@
 
 from __future__ import annotations
 
-import itertools
-from pathlib import Path
-
-import mlflow
 import pytest
 from mlflow import MlflowClient
 
 from mlops_assets.governance.records import DecisionState, GovernanceError
 from mlops_assets.governance.store import GovernanceStore
+from mlops_assets.models import gates as G
 from mlops_assets.models import promotion as P
 from mlops_assets.models import tags as T
-
-KEY = b"p" * 32
-_names = itertools.count()
+from mlops_assets_tests.models.governed import KEY, register, registry, store  # noqa: F401 (fixtures)
 
 
-class _EchoModel(mlflow.pyfunc.PythonModel):
-    def predict(self, context, model_input: list[str], params=None) -> list[str]:
-        return model_input
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> tuple[MlflowClient, str]:
-    home = tmp_path_factory.mktemp("mlflow")
-    uri = f"sqlite:///{home}/mlflow.db"
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    # artifacts under tmp, not ./mlruns in the working directory
-    experiment = client.create_experiment("promotion-tests", artifact_location=(home / "artifacts").as_uri())
-    with mlflow.start_run(experiment_id=experiment):
-        info = mlflow.pyfunc.log_model(name="model", python_model=_EchoModel(), pip_requirements=[])
-    yield client, info.model_uri
-    mlflow.set_tracking_uri(previous)
-
-
-@pytest.fixture()
-def store(tmp_path: Path) -> GovernanceStore:
-    return GovernanceStore(f"sqlite:///{tmp_path / 'governance.db'}", KEY, tmp_path / "audit.head")
-
-
-def _register(registry: tuple[MlflowClient, str], n: int, **tags: str) -> tuple[MlflowClient, str]:
-    """A fresh registered model with ``n`` versions, each tagged (registered_by alice, eval passed)."""
-    client, model_uri = registry
-    name = f"model-{next(_names)}"
-    client.create_registered_model(name)
-    base = {T.TAG_REGISTERED_BY: "alice", T.TAG_EVALUATION_PASSED: "true"} | tags
-    for _ in range(n):
-        version = client.create_model_version(name, model_uri).version
-        for key, value in base.items():
-            if value is not None:
-                client.set_model_version_tag(name, version, key, value)
-    return client, name
+def _register(registry, store, n: int, **kw):
+    return register(registry, store, n, **kw)
 
 
 def _promote(client: MlflowClient, store: GovernanceStore, name: str, version: int, **kw):
@@ -67,28 +27,35 @@ def _approve_and_promote(client: MlflowClient, store: GovernanceStore, name: str
 
 
 def test_approved_version_is_promoted_recorded_and_mirrored(registry, store) -> None:
-    client, name = _register(registry, 1)
+    client, name = _register(registry, store, 1)
     decision = P.approve(client, store, name, 1, reviewer="bob", compliance_required=False, comment="lgtm")
     assert decision.checklist == {"version_exists": True, "not_archived": True, "not_rejected": True,
-                                  "evaluation_passed": True, "reviewer_is_not_registerer": True}
+                                  "evaluation_passed": True, "reviewer_is_not_registerer": True,
+                                  "record_verified": True, "mirror_matches_record": True}
     assert [d.version for d in store.pending_promotions()] == ["1"]
     deployment = _promote(client, store, name, 1, reason="approved by bob")
     assert P.alias_target(client, name, "production") == "1"
     assert (deployment.kind, deployment.version, deployment.previous_version, deployment.actor) == (
         "promotion", "1", None, "sensor")
-    assert deployment.checklist["approval_passed"] and deployment.checklist["approver_is_not_registerer"]
+    # the deployment records the values it checked, never a literal True
+    evaluation = deployment.checklist["gates"]["evaluation"]
+    assert (evaluation["passed"], evaluation["metric"], evaluation["value"], evaluation["threshold"]) == (
+        True, "test_auc", 0.7, 0.5)
+    assert deployment.checklist["approval"]["approved_by"] == "bob"
+    assert deployment.checklist["approval"]["registered_by"] == "alice"
     assert store.pending_promotions() == []
     tags = client.get_model_version(name, "1").tags
     assert tags[T.TAG_APPROVAL_STATE] == "APPROVED" and tags[T.TAG_APPROVED_BY] == "bob"
     # idempotent: promoting the serving version again returns the recorded deployment
     assert _promote(client, store, name, 1) == deployment and len(store.list_deployments(name)) == 1
     actions = [e.action for e in store.list_audit(subject_id=f"{name}/1", newest_first=False)]
-    assert actions == ["decision.approved", "deployment.promotion", "decision.promoted"]
+    assert actions == ["model.registered", "gate.evaluation", "decision.approved", "deployment.promotion",
+                       "decision.promoted"]
     assert store.verify_audit().ok
 
 
 def test_no_approval_means_no_promotion(registry, store) -> None:
-    client, name = _register(registry, 1)
+    client, name = _register(registry, store, 1)
     with pytest.raises(P.PromotionRefused, match="not approved in the governance store") as info:
         _promote(client, store, name, 1)
     assert info.value.reasons == ["not approved in the governance store (state: no decision)"]
@@ -99,7 +66,7 @@ def test_no_approval_means_no_promotion(registry, store) -> None:
 
 
 def test_self_approval_is_refused(registry, store) -> None:
-    client, name = _register(registry, 1)
+    client, name = _register(registry, store, 1)
     checklist = P.approval_checklist(client, store, name, 1, "alice", compliance_required=False)
     assert checklist["reviewer_is_not_registerer"] is False
     with pytest.raises(P.PromotionRefused, match="reviewer_is_not_registerer"):
@@ -110,7 +77,7 @@ def test_self_approval_is_refused(registry, store) -> None:
 
 
 def test_rejected_version_cannot_be_promoted(registry, store) -> None:
-    client, name = _register(registry, 1)
+    client, name = _register(registry, store, 1)
     P.approve(client, store, name, 1, reviewer="bob", compliance_required=False)
     P.reject(client, store, name, 1, reviewer="carol", reason="look-ahead bias in a feature")
     assert client.get_model_version(name, "1").tags[T.TAG_REJECTED] == "true"
@@ -123,13 +90,14 @@ def test_rejected_version_cannot_be_promoted(registry, store) -> None:
     assert _approve_and_promote(client, store, name, 1).version == "1"
 
 
-@pytest.mark.parametrize("tags, compliance, expected", [
-    ({T.TAG_EVALUATION_PASSED: None}, False, "tag 'evaluation.passed' is missing"),
-    ({T.TAG_EVALUATION_PASSED: "false"}, False, "tag 'evaluation.passed' is 'false'"),
-    ({}, True, "tag 'compliance.passed' is missing"),
+@pytest.mark.parametrize("kw, compliance, expected", [
+    ({"score": None}, False, "no evaluation result"),
+    ({"score": 0.4}, False, "check 'evaluation' failed .test_auc=0.4 against threshold 0.5"),
+    ({}, True, "no compliance result"),
+    ({"compliance": {"drift_share": 0.9}}, True, "check 'drift_share' failed .drift_share is 0.9"),
 ])
-def test_unknown_or_failed_gate_refuses(registry, store, tags, compliance, expected) -> None:
-    client, name = _register(registry, 1, **tags)
+def test_unknown_or_failed_gate_refuses(registry, store, kw, compliance, expected) -> None:
+    client, name = _register(registry, store, 1, **kw)
     store.approve("model", name, 1, actor="bob", owner="alice")  # approved, but the gate is not confirmed
     with pytest.raises(P.PromotionRefused, match=expected):
         P.promote(client, store, name, 1, actor="sensor", compliance_required=compliance)
@@ -137,7 +105,7 @@ def test_unknown_or_failed_gate_refuses(registry, store, tags, compliance, expec
 
 
 def test_missing_version_owner_or_gate_names_refuse(registry, store) -> None:
-    client, name = _register(registry, 1, **{T.TAG_REGISTERED_BY: None})
+    client, name = _register(registry, store, 1, registered_by=None)
     store.approve("model", name, 1, actor="bob", owner="someone")
     with pytest.raises(P.PromotionRefused, match="four-eyes rule cannot be checked"):
         _promote(client, store, name, 1)
@@ -152,7 +120,7 @@ def test_missing_version_owner_or_gate_names_refuse(registry, store) -> None:
 
 
 def test_rollback_moves_back_and_is_recorded(registry, store) -> None:
-    client, name = _register(registry, 3)
+    client, name = _register(registry, store, 3)
     _approve_and_promote(client, store, name, 1)
     second = _approve_and_promote(client, store, name, 2)
     assert second.previous_version == "1"
@@ -177,17 +145,16 @@ def test_rollback_moves_back_and_is_recorded(registry, store) -> None:
 
 
 def test_staging_gate_archive_and_failed_record_restores_alias(registry, store) -> None:
-    client, name = _register(registry, 3, **{T.TAG_COMPLIANCE_PASSED: "true"})
-    client.set_model_version_tag(name, "3", T.TAG_EVALUATION_PASSED, "false")
-    staged = P.set_gate_alias(client, store, name, 2, evaluation_passed=True, compliance_passed=True)
+    client, name = _register(registry, store, 3, compliance=True)
+    G.record_evaluation(client, store, name, 3, "test_auc", 0.3, 0.5)  # re-evaluated: now fails
+    staged = P.set_gate_alias(client, store, name, 2, compliance_required=True)
     assert (staged.alias, P.alias_target(client, name, "staging")) == ("staging", "2")
+    assert staged.checklist["gates"]["compliance"]["values"] == {"drift_share": 0.1}
     assert store.state("model", name, 2) is DecisionState.IN_REVIEW
-    with pytest.raises(P.PromotionRefused, match="evaluation gate did not pass"):
-        P.set_gate_alias(client, store, name, 1, evaluation_passed=False, compliance_passed=None)
-    with pytest.raises(P.PromotionRefused, match="'evaluation.passed' is 'false'"):
-        P.set_gate_alias(client, store, name, 3, evaluation_passed=True, compliance_passed=None)
+    with pytest.raises(P.PromotionRefused, match="check 'evaluation' failed .test_auc=0.3"):
+        P.set_gate_alias(client, store, name, 3, compliance_required=False)
     with pytest.raises(GovernanceError, match="use promote"):
-        P.set_gate_alias(client, store, name, 1, "production", evaluation_passed=True, compliance_passed=None)
+        P.set_gate_alias(client, store, name, 1, "production", compliance_required=False)
 
     _approve_and_promote(client, store, name, 1)
     with pytest.raises(P.PromotionRefused, match="serves alias 'production'"):
@@ -196,14 +163,14 @@ def test_staging_gate_archive_and_failed_record_restores_alias(registry, store) 
     assert P.alias_target(client, name, "staging") is None
     assert client.get_model_version(name, "2").tags[T.TAG_ARCHIVED] == "true"
     with pytest.raises(P.PromotionRefused, match="archived"):
-        P.set_gate_alias(client, store, name, 2, evaluation_passed=True, compliance_passed=True)
+        P.set_gate_alias(client, store, name, 2, compliance_required=True)
 
     class FailingStore(GovernanceStore):
         def record_deployment(self, **kwargs):
             raise GovernanceError("disk full")
 
     failing = FailingStore(store.url, KEY, store.anchor_path)
-    client.set_model_version_tag(name, "3", T.TAG_EVALUATION_PASSED, "true")
+    G.record_evaluation(client, store, name, 3, "test_auc", 0.8, 0.5)  # passes again
     P.approve(client, failing, name, 3, reviewer="bob", compliance_required=True)
     with pytest.raises(GovernanceError, match="disk full"):
         P.promote(client, failing, name, 3, actor="sensor", compliance_required=True)
