@@ -233,3 +233,34 @@ def test_a_pid_reused_by_a_later_process_is_not_the_runs_process() -> None:
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
     assert not process_alive(child.pid, seen_at=time.time())
+
+
+KILLED_IN_STEP = """
+import os, signal, dagster as dg
+
+@dg.op(pool="duckdb_warehouse")
+def write():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+@dg.job
+def killed_job():
+    write()
+
+killed_job.execute_in_process(instance=dg.DagsterInstance.get())
+"""
+
+
+def test_mlops_init_fails_a_run_killed_in_its_step_and_frees_its_slot(site: SimpleNamespace) -> None:
+    from mlops_assets.definitions import defs
+
+    sensor = defs.resolve_sensor_def("run_recovery_sensor")
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    killed = subprocess.run([sys.executable, "-c", KILLED_IN_STEP], check=False, cwd=PROJECT_ROOT, env=site.env,
+                            capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    [slot] = _claims(site.instance, "slot")
+    assert _status(site.instance, slot.run_id) == dg.DagsterRunStatus.STARTED
+    init = _mlops(site, "init")
+    assert init.returncode == 0, init.stderr
+    assert f"recovery: reported run {slot.run_id} failed" in init.stdout and "freed 1 claim" in init.stdout
+    assert _status(site.instance, slot.run_id) == dg.DagsterRunStatus.FAILURE and not list_claims(site.instance)
