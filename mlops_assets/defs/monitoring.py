@@ -1,5 +1,6 @@
-"""Monitoring assets: served traffic ingested from the prediction log, Evidently drift between the
-training window and current data, and the sensor that turns a drift episode into one retraining run.
+"""Monitoring assets: served traffic ingested from the prediction log, drift between the training window
+and current data (the calibrated verdict beside Evidently's), and the sensor that turns a drift episode
+into one retraining run.
 """
 
 import datetime as dt
@@ -63,17 +64,20 @@ def _served_features(served: pl.DataFrame, features: list[str]) -> pl.DataFrame:
     pool=WAREHOUSE_POOL,
     automation_condition=FOLLOW_UPSTREAM,
     description=(
-        "Evidently data drift (DataDriftPreset, the same per-column method and threshold Evidently picks, "
-        "computed exactly and fast) between the reference — the training window's features — and current "
-        "data: the latest window of features plus served requests. Per-feature score and verdict, share "
-        "of drifted features, the HTML report linked, a summary row in the warehouse."
+        "Data drift between the reference (the training window's features) and current data (the latest "
+        "window of features plus served requests), two verdicts side by side. Calibrated (the default "
+        "decision, monitoring.drift_method): per feature a p-value against a block-bootstrap null drawn "
+        "from the reference's own history, Benjamini-Hochberg q-values, so windows like the reference's "
+        "own are flagged at most at the FDR level. Evidently: DataDriftPreset's statistic, threshold and "
+        "verdict, exactly. Evidently's HTML report linked; one row per report in warehouse table "
+        "drift_verdicts."
     ),
 )
 def drift_report(context: dg.AssetExecutionContext, platform: PlatformResource, dataset: pl.DataFrame,
                  served: pl.DataFrame, **views: pl.DataFrame):
-    from mlops_assets.monitoring.drift import fast_drift, summary_row
-    from mlops_assets.monitoring.plots import drift_plot_png
     from mlops_assets.monitoring.evidently_report import run_evidently_drift
+    from mlops_assets.monitoring.plots import drift_plot_png
+    from mlops_assets.monitoring.verdict import drift_verdict, verdict_options, verdict_summary_row
 
     s = platform.settings
     features = model_features(dataset)
@@ -81,85 +85,80 @@ def drift_report(context: dg.AssetExecutionContext, platform: PlatformResource, 
     columns = features + categorical
     reference = dataset.filter(pl.col("split") == "train").select("date", *columns)
     current = _current_window(views, s.monitoring.drift_window_days).select("date", *columns)
+    cur_dates = (current["date"].min(), current["date"].max())
     served_rows = _served_features(served, features)
     if not served_rows.is_empty():
         current = pl.concat([current.select(features), served_rows], how="vertical_relaxed")
         columns = features  # served requests carry model inputs only
-    result = fast_drift(reference.select(columns), current.select(columns), columns,
-                        categorical_columns=[c for c in categorical if c in columns],
-                        threshold_share=s.monitoring.drift_share_threshold)
+    categorical = [c for c in categorical if c in columns]
+    verdict = drift_verdict(reference.select("date", *columns), current.select(
+        [c for c in ("date", *columns) if c in current.columns]), columns, categorical_columns=categorical,
+        compare=True, **verdict_options(s))
     stamp = dt.datetime.now(dt.UTC)
     html = s.reports_dir / "drift" / f"drift_{stamp:%Y%m%dT%H%M%S}.html"
     html.parent.mkdir(parents=True, exist_ok=True)
     snapshot = run_evidently_drift(reference.select(columns).head(20_000), current.select(columns).head(20_000),
-                                   columns, categorical_columns=[c for c in categorical if c in columns],
+                                   columns, categorical_columns=categorical,
                                    threshold_share=s.monitoring.drift_share_threshold)
     snapshot.save_html(str(html))
-    ref_dates = (reference["date"].min(), reference["date"].max())
-    cur_dates = (current["date"].min(), current["date"].max()) if "date" in current.columns else ref_dates
-    row = summary_row(result, ref_dates, cur_dates)
+    row = verdict_summary_row(verdict, (reference["date"].min(), reference["date"].max()), cur_dates)
     row.update(measured_at=stamp.replace(tzinfo=None), html_report=str(html), served_rows=served_rows.height)
-    row["drifted_columns"] = ",".join(row["drifted_columns"])
-    platform.warehouse.append_rows("drift_summary", pl.DataFrame([row]))
+    platform.warehouse.append_rows("drift_verdicts", pl.DataFrame([row]))
+    cal, ev = verdict.calibrated, verdict.evidently
+    assert cal is not None and ev is not None
     return dg.MaterializeResult(metadata={
-        "share_drifted": float(result.share_drifted),
-        "dataset_drift": bool(result.dataset_drift),
-        "drifted_columns": dg.MetadataValue.json(result.drifted_columns),
+        "drift_method": verdict.method,
+        "share_drifted": float(verdict.share_drifted),
+        "dataset_drift": bool(verdict.dataset_drift),
+        "drifted_columns": dg.MetadataValue.json(verdict.drifted_columns),
         "threshold_share": s.monitoring.drift_share_threshold,
         "measured_at": stamp.isoformat(),
-        "reference_rows": result.n_reference,
-        "current_rows": result.n_current,
+        "calibrated_share": float(cal.share_drifted),
+        "calibrated_dataset_drift": bool(cal.dataset_drift),
+        "evidently_share": float(ev.share_drifted),
+        "evidently_dataset_drift": bool(ev.dataset_drift),
+        "calibration": dg.MetadataValue.json({
+            "fdr_alpha": cal.alpha, "null_draws": cal.n_draws, "window_days": cal.window_days,
+            "block_days": cal.block_days, "profile": "from cache" if cal.profile_from_cache else "built"}),
+        "reference_rows": verdict.n_reference,
+        "current_rows": verdict.n_current,
         "served_rows": served_rows.height,
-        "per_feature": markdown_table(result.per_column.select("column", "method", "score", "threshold", "drifted")),
-        "scores": png_markdown(drift_plot_png(result), "drift scores"),
+        "calibrated_per_feature": markdown_table(cal.per_column.select(
+            "column", "statistic", "score", "null_p95", "p_value", "q_value", "significant")),
+        "evidently_per_feature": markdown_table(ev.per_column.select("column", "method", "score", "threshold",
+                                                                     "drifted")),
+        "evidently_scores": png_markdown(drift_plot_png(ev), "Evidently drift scores"),
         "html_report": dg.MetadataValue.path(str(html)),
     })
 
 
 @dg.sensor(job=retrain_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
-           description="Drift past the threshold (from drift_report or posted by another service) records a "
-                       "drift event and requests one retraining run per episode, with a cooldown.")
+           description="A drift episode (from drift_report's configured verdict, or a drift event another "
+                       "service posted) requests one retraining run, with a cooldown across all sources.")
 def drift_sensor(context: dg.SensorEvaluationContext, platform: PlatformResource):
-    from mlops_assets.monitoring.events import DriftObservation, DriftPolicy, decide_drift_action, send_alert
+    from mlops_assets.monitoring.events import DriftObservation, DriftPolicy, drift_tick, send_alert
 
     s = platform.settings
-    store = platform.governance()
     policy = DriftPolicy(threshold_share=s.monitoring.drift_share_threshold,
                          cooldown_hours=s.monitoring.cooldown_hours)
-    requests: list[dg.RunRequest] = []
-    # 1. events posted by other services (management API), not acted on yet
-    for event in store.list_drift_events(source=None, limit=50):
-        if event.source != "drift_report" and not event.action_taken and event.drifted_share >= policy.threshold_share:
-            store.set_drift_action(event.id, "retraining requested", actor="drift_sensor")
-            requests.append(dg.RunRequest(run_key=f"drift-event-{event.id}", tags={"trigger": "drift",
-                                                                                     "drift_event": str(event.id)}))
-    # 2. the newest drift report, once
     records = context.instance.fetch_materializations(drift_report.key, limit=1).records
     record = records[0] if records else None
-    cursor = int(context.cursor or 0)
-    if record is not None and record.storage_id > cursor:
+    report = None
+    if record is not None and record.storage_id > int(context.cursor or 0):
         md = record.asset_materialization.metadata
-        obs = DriftObservation(float(md["share_drifted"].value), tuple(md["drifted_columns"].value),
-                               dt.datetime.fromisoformat(md["measured_at"].value))
-        last = store.last_drift_event(source="drift_report")
-        last_event = None if last is None else {
-            "ts": last.ts, "episode_id": last.episode_id, "share": last.drifted_share,
-            "resolved": "resolved" in (last.action_taken or "")}
-        decision = decide_drift_action(obs, last_event, policy)
-        if decision.ends_episode and last is not None:
-            store.set_drift_action(last.id, f"{last.action_taken or 'none'}; episode resolved", actor="drift_sensor")
-        if decision.new_episode:
-            event = store.record_drift_event(
-                source="drift_report", features=list(obs.drifted_columns), drifted_share=obs.share_drifted,
-                severity=decision.severity, action_taken="retraining requested" if decision.action == "retrain"
-                else decision.action, episode_id=decision.episode_id, details={"reason": decision.reason},
-                actor="drift_sensor")
-            send_alert(decision.to_event(obs), s.monitoring.webhook_url, context.log)
-            if decision.action == "retrain":
-                requests.append(dg.RunRequest(run_key=f"drift-episode-{decision.episode_id}",
-                                              tags={"trigger": "drift", "drift_event": str(event.id)}))
+        report = DriftObservation(float(md["share_drifted"].value), tuple(md["drifted_columns"].value),
+                                  dt.datetime.fromisoformat(md["measured_at"].value))
+    requests: list[dg.RunRequest] = []
+    for obs, outcome in drift_tick(platform.governance(), policy, report):
+        decision = outcome.decision
         context.log.info(f"drift {obs.share_drifted:.2f}: {decision.action} ({decision.reason})")
-        context.update_cursor(str(record.storage_id))
+        if decision.new_episode:
+            send_alert(decision.to_event(obs), s.monitoring.webhook_url, context.log)
+        if outcome.retrain:
+            requests.append(dg.RunRequest(run_key=f"drift-episode-{decision.episode_id}",
+                                          tags={"trigger": "drift", "drift_event": str(outcome.event_id)}))
+    if record is not None:
+        context.update_cursor(str(max(record.storage_id, int(context.cursor or 0))))
     return requests or dg.SkipReason("no drift episode needs retraining")
 
 

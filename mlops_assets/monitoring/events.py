@@ -7,11 +7,13 @@ later reports change nothing. After an episode ends, a new one may not start (no
 queue retraining after retraining: while cooling down the decision is ``"cooldown"`` and no episode is
 opened, so the first report after the cooldown that still shows drift opens it and retrains.
 
-Everything here is pure (no Dagster, no database): the sensor passes the latest report and the last
-recorded event, and records what the returned :class:`DriftDecision` says: one event row per episode,
-written when the episode starts (``decision.to_event(observation)``), and marked ``resolved=True`` (its
-``ts`` kept) when a later decision has ``ends_episode``. The cooldown therefore counts from the last
-retraining request. :func:`decisions_for` replays a series of reports exactly that way.
+:func:`decide_drift_action` is pure (no Dagster, no database). :func:`record_observation` is the
+bookkeeping around it, over an :class:`EpisodeLog`: one event per episode, written when the episode starts,
+and marked resolved (a state of its own, not a word inside ``action_taken``) when a later report ends it.
+The cooldown therefore counts from the last retraining request. The drift sensor runs it over the
+governance store (:class:`StoreEpisodeLog`) for its own reports and for drift events posted by other
+services (one episode history for all sources); :func:`decisions_for` replays a series of reports through
+the same function over a :class:`MemoryEpisodeLog`.
 """
 
 from __future__ import annotations
@@ -290,15 +292,183 @@ def _redact(url: str) -> str:
 def decisions_for(
     observations: Sequence[DriftObservation], policy: DriftPolicy | None = None
 ) -> list[DriftDecision]:
-    """Replay a series of reports through :func:`decide_drift_action`, recording events as a sensor would:
-    a new event when an episode starts, ``resolved=True`` on it when the episode ends."""
-    last: dict[str, Any] | None = None
-    decisions = []
-    for obs in observations:
-        decision = decide_drift_action(obs, last, policy)
-        decisions.append(decision)
-        if decision.new_episode:
-            last = decision.to_event(obs)
-        elif decision.ends_episode and last is not None:
-            last = {**last, "resolved": True}
-    return decisions
+    """Replay a series of reports through :func:`record_observation`, the code the drift sensor runs, with
+    the episodes kept in a :class:`MemoryEpisodeLog` instead of the governance store."""
+    policy = policy or DriftPolicy()
+    log = MemoryEpisodeLog()
+    return [record_observation(log, obs, policy).decision for obs in observations]
+
+
+# --- episode bookkeeping: the one code path of the sensor, posted events and the replay ------------------
+
+RETRAIN_REQUESTED = "retraining requested"
+ACTION_TEXT: dict[str, str] = {"retrain": RETRAIN_REQUESTED, "cooldown": "cooldown", "none": "none"}
+REPORT_SOURCE = "drift_report"
+
+
+@dataclass(frozen=True)
+class EpisodeEvent:
+    """The event that opened the latest episode: when (the observation's time), its id, and whether the
+    episode has been resolved (a later report fell below the threshold)."""
+
+    id: Any
+    ts: datetime
+    episode_id: str | None
+    share: float
+    resolved: bool
+
+    def as_last_event(self) -> dict[str, Any]:
+        return {"ts": self.ts, "episode_id": self.episode_id, "share": self.share, "resolved": self.resolved}
+
+
+class EpisodeLog(Protocol):
+    """Where episodes are recorded: the governance store in production, a list in :func:`decisions_for`."""
+
+    def last_episode(self) -> EpisodeEvent | None: ...
+
+    def open_episode(self, observation: DriftObservation, decision: DriftDecision, source: str,
+                     event_id: Any | None) -> Any: ...
+
+    def resolve(self, event_id: Any) -> None: ...
+
+    def note(self, event_id: Any, decision: DriftDecision) -> None: ...
+
+
+@dataclass(frozen=True)
+class EpisodeOutcome:
+    """What :func:`record_observation` decided and recorded; ``event_id`` is the new episode's event."""
+
+    decision: DriftDecision
+    event_id: Any | None = None
+
+    @property
+    def retrain(self) -> bool:
+        return self.decision.action == "retrain"
+
+
+def record_observation(log: EpisodeLog, observation: DriftObservation, policy: DriftPolicy, *,
+                       source: str = REPORT_SOURCE, event_id: Any | None = None) -> EpisodeOutcome:
+    """Decide on one drift observation against the latest episode and record the decision in ``log``.
+
+    * the latest episode ends (``resolve``) when the share falls below the threshold;
+    * a new episode opens (``open_episode``) when :func:`decide_drift_action` says so; an observation that
+      is already a recorded event (``event_id``, a drift event posted by another service) becomes the
+      episode's event, otherwise a new event is recorded;
+    * a posted event that opens nothing gets the decision noted on it (``note``), so it is handled once.
+
+    Reports and posted events share one episode history, so the cooldown holds across sources.
+    """
+    last = log.last_episode()
+    decision = decide_drift_action(observation, None if last is None else last.as_last_event(), policy)
+    if decision.ends_episode and last is not None:
+        log.resolve(last.id)
+    if decision.new_episode:
+        return EpisodeOutcome(decision, log.open_episode(observation, decision, source, event_id))
+    if event_id is not None:
+        log.note(event_id, decision)
+    return EpisodeOutcome(decision)
+
+
+class MemoryEpisodeLog:
+    """An :class:`EpisodeLog` in a list (the replay of :func:`decisions_for` and tests)."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    def last_episode(self) -> EpisodeEvent | None:
+        for event in reversed(self.events):
+            if event["action"] == "retrain" and event["episode_id"]:
+                return EpisodeEvent(event["id"], _as_utc(event["ts"], "ts"), event["episode_id"],
+                                    float(event["share"]), bool(event["resolved"]))
+        return None
+
+    def open_episode(self, observation: DriftObservation, decision: DriftDecision, source: str,
+                     event_id: Any | None) -> Any:
+        event = {**decision.to_event(observation), "id": len(self.events) + 1, "source": source,
+                 "resolved": False}
+        self.events.append(event)
+        return event["id"]
+
+    def resolve(self, event_id: Any) -> None:
+        for event in self.events:
+            if event["id"] == event_id:
+                event["resolved"] = True
+
+    def note(self, event_id: Any, decision: DriftDecision) -> None:
+        return None
+
+
+class StoreEpisodeLog:
+    """An :class:`EpisodeLog` over the governance store (``GovernanceStore``'s drift-event methods).
+
+    The episode's event is the newest one with an ``episode_id`` and ``action_taken ==``
+    :data:`RETRAIN_REQUESTED`; its time is the observation's (``details["observed_at"]``), its resolved state
+    the store's ``resolved_at`` (never read from ``action_taken``).
+    """
+
+    def __init__(self, store: Any, actor: str = "drift_sensor") -> None:
+        self.store = store
+        self.actor = actor
+
+    def last_episode(self) -> EpisodeEvent | None:
+        event = self.store.last_drift_episode(RETRAIN_REQUESTED)
+        if event is None:
+            return None
+        observed = (event.details or {}).get("observed_at") or event.ts
+        return EpisodeEvent(event.id, _as_utc(observed, "observed_at"), event.episode_id,
+                            float(event.drifted_share), event_resolved(event))
+
+    def open_episode(self, observation: DriftObservation, decision: DriftDecision, source: str,
+                     event_id: Any | None) -> Any:
+        action = ACTION_TEXT[decision.action]
+        if event_id is not None:
+            self.store.update_drift_event(event_id, action_taken=action, episode_id=decision.episode_id,
+                                          details={"observed_at": observation.ts.isoformat(),
+                                                   "reason": decision.reason}, actor=self.actor)
+            return event_id
+        event = self.store.record_drift_event(
+            source=source, features=list(observation.drifted_columns), drifted_share=observation.share_drifted,
+            severity=decision.severity, action_taken=action, episode_id=decision.episode_id,
+            details={"reason": decision.reason, "observed_at": observation.ts.isoformat()}, actor=self.actor)
+        return event.id
+
+    def resolve(self, event_id: Any) -> None:
+        self.store.update_drift_event(event_id, resolved=True, actor=self.actor)
+
+    def note(self, event_id: Any, decision: DriftDecision) -> None:
+        self.store.update_drift_event(event_id, action_taken=ACTION_TEXT[decision.action],
+                                      details={"reason": decision.reason}, actor=self.actor)
+
+
+def event_resolved(event: Any) -> bool:
+    """Whether a stored drift event's episode has been resolved (the store's ``resolved_at``)."""
+    return bool((getattr(event, "details", None) or {}).get("resolved_at"))
+
+
+def posted_dedupe_key(window_start: Any, window_end: Any, share: float) -> str:
+    """The identity of a drift event posted by another service, within its source: (window, share)."""
+    def day(value: Any) -> str:
+        return "" if value is None else (value.isoformat() if hasattr(value, "isoformat") else str(value))
+    return f"{day(window_start)}/{day(window_end)}/{round(float(share), 6)!r}"
+
+
+def pending_posted_events(store: Any, limit: int = 200) -> list[Any]:
+    """Drift events posted by other services that no decision has handled yet, oldest first."""
+    events = store.list_drift_events(limit=limit)
+    return sorted((e for e in events if e.source != REPORT_SOURCE and not e.action_taken), key=lambda e: e.id)
+
+
+def drift_tick(store: Any, policy: DriftPolicy, report: DriftObservation | None = None, *,
+               actor: str = "drift_sensor") -> list[tuple[DriftObservation, EpisodeOutcome]]:
+    """One evaluation of the drift sensor: every posted event not handled yet and the newest drift report
+    (if any), in time order, through :func:`record_observation` over the governance store."""
+    log = StoreEpisodeLog(store, actor)
+    items: list[tuple[DriftObservation, str, Any | None]] = [
+        (DriftObservation(float(e.drifted_share), tuple(e.features), _as_utc(e.ts, "ts")), e.source, e.id)
+        for e in pending_posted_events(store)
+    ]
+    if report is not None:
+        items.append((report, REPORT_SOURCE, None))
+    items.sort(key=lambda item: item[0].ts)
+    return [(obs, record_observation(log, obs, policy, source=source, event_id=event_id))
+            for obs, source, event_id in items]

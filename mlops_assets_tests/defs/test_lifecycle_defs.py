@@ -34,7 +34,8 @@ def _evaluate(defs: dg.Definitions, instance: dg.DagsterInstance, version: str) 
 # beating the baselines; the model tests check it on planted signal): thresholds a tiny model meets.
 PERMISSIVE = {"model": {"gate_threshold": 0.0},
               "evaluation": {"metric_margin_over_baseline": -1.0, "fairness_dp_limit": 1.0,
-                             "fairness_eo_limit": 1.0, "candidate_drift_limit": 1.0, "max_drawdown_limit": 1.0}}
+                             "fairness_eo_limit": 1.0, "candidate_drift_limit": 1.0, "max_drawdown_limit": 1.0,
+                             "metric_ci_margin_over_baseline": -1.0, "min_deflated_sharpe": 0.0}}
 
 
 def test_version_goes_from_training_to_production_through_gates_and_approval(instance, small_home: Path,
@@ -70,6 +71,11 @@ def test_version_goes_from_training_to_production_through_gates_and_approval(ins
     assert mv.tags["compliance.passed"] == ("true" if checks["compliance_gate"] else "false")
     report_dir = small_home / "reports" / "evaluation" / s.model.name / version
     assert (report_dir / "compliance.json").exists() and (report_dir / "evaluation_report.md").exists()
+    meta = next(iter(evaluation.get_asset_materialization_events())).materialization.metadata
+    assert meta["skill_mode"].value == "walk_forward" and "plot_walk_forward" in meta and "skill_by_fold" in meta
+    assert 0.0 <= meta["deflated_sharpe"].value <= 1.0 and meta["n_trials"].value >= 1
+    compliance = (report_dir / "compliance.json").read_text()
+    assert '"metric_ci_vs_baseline"' in compliance and '"deflated_sharpe"' in compliance
     if not gates_passed:
         pytest.fail(f"the tiny demo model did not pass its gates: {checks}, tags {mv.tags}")
 
@@ -139,9 +145,15 @@ def test_drift_requests_one_retraining_run_per_episode(instance, small_home: Pat
     assert runs == []
     events = store.list_drift_events(source="drift_report")
     assert len(events) == 1 and events[0].action_taken == "retraining requested"
-    # another service posts a drift event (management API): it counts the same, once
+    # another service posts a drift event (management API): the same episode and cooldown rules hold
     store.record_drift_event(source="pricing-service", features=["vol_20d"], drifted_share=0.8, severity="high")
     runs, cursor = tick(cursor)
+    assert runs == []  # the episode is still open
+    report(0.1, t0 + dt.timedelta(hours=3))  # the episode ends (resolved, a state of its own)
+    runs, cursor = tick(cursor)
+    assert runs == [] and store.list_drift_events(source="drift_report")[0].details["resolved_at"]
+    store.record_drift_event(source="pricing-service", features=["vol_20d"], drifted_share=0.8, severity="high")
+    runs, cursor = tick(cursor)  # posted now, long after the cooldown: a new episode, once
     assert len(runs) == 1
     runs, cursor = tick(cursor)
     assert runs == []
