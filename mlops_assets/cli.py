@@ -226,6 +226,14 @@ def status() -> None:
                    f"compliance={tags.get(T.TAG_COMPLIANCE_PASSED, '?')} "
                    f"approval={tags.get(T.TAG_APPROVAL_STATE, '-')} "
                    f"{(T.TAG_EVALUATION_VALUE + '=' + tags[T.TAG_EVALUATION_VALUE][:6]) if T.TAG_EVALUATION_VALUE in tags else ''}")
+    if versions:  # the latest version's gate verdicts, and the failed checks with value, threshold and why
+        from mlops_assets.evaluation.verdicts import describe, version_verdicts
+
+        latest = str(max(int(m.version) for m in versions))
+        tags = client.get_model_version(s.model.name, latest).tags or {}
+        typer.echo(f"latest v{latest} gates:")
+        for line in describe(version_verdicts(tags, s.reports_dir, s.model.name, latest)):
+            typer.echo(f"  {line}")
     verification = stores.governance_store(s).verify_audit()
     typer.echo(f"audit log: {'ok' if verification.ok else 'BROKEN'} ({verification.entries} entries)"
                + ("" if verification.ok else f" first bad entry {verification.first_bad_seq}: {verification.reason}"))
