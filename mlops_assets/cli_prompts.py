@@ -159,6 +159,28 @@ def promote(template_id: str, version: str, reason: Annotated[str, typer.Option(
                f"{d.previous_version or 'none'})")
 
 
+@prompts_app.command("deploy-chain")
+@handles_errors
+def deploy_chain(template_id: str,
+                 version: Annotated[str | None, typer.Argument(
+                     help="an APPROVED version (default: the one in production, else the file's)")] = None,
+                 reason: Annotated[str, typer.Option(help="note")] = "", by: By = None) -> None:
+    """Serve the LLM chain (/invoke) with an APPROVED version of the template: registers the LangGraph
+    chain and moves its serving alias (refused, exit non-zero, when the version is not approved)."""
+    from mlops_assets.models.llm_registry import deploy_chain as deploy
+
+    s = cli.settings()
+    d = deploy(s, template_id, version, actor=cli.actor(by), reason=reason or None)
+    what = "now serves" if d.moved else "already served"
+    typer.echo(f"{d.model_name}@{d.alias} {what} chain version {d.version} with prompt {d.prompt_id} "
+               f"{d.prompt_version} (MLflow prompt version {d.prompt_mlflow_version}); was "
+               f"{d.previous_version or 'none'}")
+    if s.llm.api_key is None:
+        typer.secho("note: OPENAI_API_KEY (setting llm.api_key) is not set; the inference app needs it to "
+                    "answer /invoke (and OPENAI_BASE_URL for a local OpenAI-compatible server)",
+                    fg=typer.colors.YELLOW, err=True)
+
+
 @handles_errors
 def audit_export(out: Annotated[Path, typer.Option("--out", help="directory to write the bundle into")],
                  by: By = None) -> None:

@@ -254,12 +254,13 @@ class InferenceService:
     async def invoke(self, request: Request) -> Response:
         try:
             body = await read_body(request, self.max_body)
-            llm = self.runtime.state.llm
+            state = self.runtime.state
+            llm = state.llm
             if llm is None:
                 cfg = self.runtime.config
-                raise PayloadError(503, f"the LLM chain {cfg.llm_model_name!r}@{cfg.alias} is not registered "
-                                        "or not loaded yet; register it with log_llm_model() and set the "
-                                        "alias")
+                missing = "; ".join(state.llm_problems) or "the first poll has not finished yet"
+                raise PayloadError(503, f"the LLM chain {cfg.llm_model_name!r}@{cfg.alias} is not loaded: "
+                                        f"{missing}")
             try:
                 payload = InvokeRequest.model_validate_json(body)
             except ValueError as exc:

@@ -33,6 +33,9 @@ from serving.loaded import LoadedLLM, LoadedModel, OnlineVectors, load_model
 
 log = logging.getLogger("serving.runtime")
 STARTING = "starting: the first registry and snapshot poll has not finished yet"
+LLM_KEY_MISSING = ("OPENAI_API_KEY is not set (setting llm.api_key): the LLM chain cannot call a model; set "
+                   "it in the inference app's environment (any non-empty value for a local OpenAI-compatible "
+                   "server, with OPENAI_BASE_URL / llm.base_url pointing to it)")
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,7 @@ class ServingState:
     challenger_online: OnlineVectors | None = None
     llm: LoadedLLM | None = None
     problems: tuple[str, ...] = (STARTING,)
+    llm_problems: tuple[str, ...] = ()  # why /invoke cannot answer (what setting or command is missing)
     warnings: tuple[str, ...] = ()
     polled_at: float | None = None
 
@@ -72,6 +76,7 @@ class ServingState:
             "challenger": self.challenger.describe() if self.challenger else None,
             "snapshot": snap,
             "llm": self.llm.describe() if self.llm else None,
+            "llm_problems": list(self.llm_problems),
             "problems": list(self.problems),
             "warnings": list(self.warnings),
             "polled_at": self.polled_at,
@@ -257,13 +262,22 @@ class Runtime:
             self._newest = fresh
         return None
 
-    def _load_llm(self, current: LoadedLLM | None, warnings: list[str]) -> LoadedLLM | None:
-        name = self.config.llm_model_name
+    def _load_llm(self, current: LoadedLLM | None, warnings: list[str],
+                  problems: list[str] | None = None) -> LoadedLLM | None:
+        """The chain holding the serving alias; ``problems`` gets what keeps /invoke from answering."""
+        name, problems = self.config.llm_model_name, [] if problems is None else problems
         if not name:
+            problems.append("the LLM chain is switched off: setting llm.llm_model_name is empty")
             return None
+        if not self._llm_environ().get("OPENAI_API_KEY", "").strip():
+            problems.append(LLM_KEY_MISSING)
         try:
             version = get_version_by_alias(self.client(), name, self.config.alias)
             if version is None:
+                problems.append(f"no version of the LLM chain {name!r} has alias {self.config.alias!r}: "
+                                "approve a version of its prompt (`mlops approve prompt TEMPLATE_ID "
+                                "VERSION`), then run `mlops prompts deploy-chain TEMPLATE_ID` (for example "
+                                "market_narrative)")
                 return None
             if current is not None and current.version == str(version.version):
                 if hasattr(current.wrapper, "refresh"):
@@ -275,6 +289,8 @@ class Runtime:
             return LoadedLLM(name, str(version.version), self.config.alias, wrapper)
         except Exception as exc:
             warnings.append(f"LLM chain {name}@{self.config.alias} not available: {exc}")
+            if current is None:
+                problems.append(f"LLM chain {name}@{self.config.alias} could not be loaded: {exc}")
             return current
 
     def _llm_environ(self) -> dict[str, str]:
@@ -325,11 +341,13 @@ class Runtime:
         if snapshot_problem and snapshot is None:
             problems = [snapshot_problem, *[p for p in problems if "no online feature snapshot" not in p]]
         challenger, challenger_online = self._challenger(model, snapshot, old, warnings)
-        llm = self._load_llm(old.llm, warnings)
+        llm_problems: list[str] = []
+        llm = self._load_llm(old.llm, warnings, llm_problems)
         online = old.online if (model is old.model and snapshot is old.snapshot) else (
             OnlineVectors(snapshot, model.features) if model is not None and snapshot is not None else None)
         state = ServingState(model=model, challenger=challenger, snapshot=snapshot, online=online,
                              challenger_online=challenger_online, llm=llm, problems=tuple(problems),
+                             llm_problems=tuple(llm_problems),
                              warnings=tuple(warnings), polled_at=time.time())
         self.state = state  # the swap: one reference assignment
         swapped = False
