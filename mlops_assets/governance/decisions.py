@@ -18,7 +18,7 @@ Every row is written with its audit entry in one transaction and bound to it (``
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
 from typing import Any
 
 from sqlalchemy import func, select
@@ -89,7 +89,7 @@ class DecisionRepository:
                                       f"cannot move it to {state}{hint}", field="state")
             row = DecisionRow(kind=kind, name=name, version=version, state=state.value, actor=actor,
                               comment=comment, checklist=dict(checklist) if checklist is not None else None,
-                              ts=datetime.now(timezone.utc), waivers=dict(waivers) if waivers else None,
+                              ts=datetime.now(UTC), waivers=dict(waivers) if waivers else None,
                               consumed=False, promoted_at=None)
             s.add(row)
             s.flush()
@@ -164,7 +164,7 @@ class DecisionRepository:
             raise GovernanceError(f"{kind} {name} version {version} is not APPROVED; nothing to mark "
                                   "promoted", field="state")
         if not latest.consumed:
-            latest.consumed, latest.promoted_at = True, datetime.now(timezone.utc)
+            latest.consumed, latest.promoted_at = True, datetime.now(UTC)
             self._append_row(s, latest, actor, "decision.promoted", kind, f"{name}/{version}",
                              {"decision_id": latest.id})
         return latest
@@ -193,7 +193,7 @@ class DecisionRepository:
             row = DeploymentRow(name=name, alias=alias, version=version, previous_version=previous,
                                 actor=actor, reason=reason,
                                 checklist=dict(checklist) if checklist is not None else None,
-                                ts=datetime.now(timezone.utc), kind=kind)
+                                ts=datetime.now(UTC), kind=kind)
             s.add(row)
             s.flush()
             self._append_row(s, row, actor, f"deployment.{kind}", "model", f"{name}/{version}",

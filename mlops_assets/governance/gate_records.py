@@ -9,7 +9,7 @@ registerer is recorded once: a second, different registerer is a ``Conflict``.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
 from typing import Any
 
 from sqlalchemy import select
@@ -42,7 +42,7 @@ class GateRepository:
         def work(s: Session) -> GateRecord:
             row = GateResultRow(name=name, version=version, gate=gate, passed=bool(passed),
                                 values=clean["values"], thresholds=clean["thresholds"], failed=clean["failed"],
-                                details=clean["details"], actor=actor, ts=datetime.now(timezone.utc))
+                                details=clean["details"], actor=actor, ts=datetime.now(UTC))
             s.add(row)
             s.flush()
             self._append_row(s, row, actor, f"gate.{gate}", "model", f"{name}/{version}",
@@ -74,7 +74,7 @@ class GateRepository:
                                    f"{existing.registered_by!r}; it cannot be re-registered as {who!r}")
                 return Registration.from_row(existing)
             row = RegistrationRow(name=name, version=version, registered_by=who, actor=actor,
-                                  ts=datetime.now(timezone.utc))
+                                  ts=datetime.now(UTC))
             s.add(row)
             s.flush()
             self._append_row(s, row, actor, "model.registered", "model", f"{name}/{version}",

@@ -14,7 +14,10 @@ from mlops_assets.governance.store import GovernanceStore
 from mlops_assets.models import gates as G
 from mlops_assets.models import promotion as P
 from mlops_assets.models import tags as T
-from mlops_assets_tests.models.governed import KEY, register, registry, store  # noqa: F401 (fixtures)
+from mlops_assets_tests.models import governed
+from mlops_assets_tests.models.governed import register
+
+registry, store = governed.registry, governed.store  # fixtures: a real MLflow registry, a governance store
 
 
 def _db(store: GovernanceStore) -> Path:
