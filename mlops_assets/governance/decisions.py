@@ -18,7 +18,7 @@ Every row is written with its audit entry in one transaction and bound to it (``
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, select

@@ -9,7 +9,7 @@ registerer is recorded once: a second, different registerer is a ``Conflict``.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
