@@ -12,7 +12,7 @@ import json
 from datetime import datetime, timezone
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
 from mlflow.entities import ViewType
 
 from mlops_assets.models import promotion
@@ -251,8 +251,20 @@ def list_drift_events(source: str | None = Query(None, max_length=300),
     return {"items": items, "total": len(items)}
 
 
-@router.post("/drift-events", status_code=201, summary="Record a drift event from another service (any key)")
-def record_drift_event(body: DriftEventIn, who: Identity = VIEWER,
+@router.post("/drift-events", status_code=201,
+             summary="Record a drift event from another service (approver: it may start a retraining run)")
+def record_drift_event(body: DriftEventIn, response: Response, who: Identity = APPROVER,
                        c: ApiContext = Depends(ctx)) -> dict[str, Any]:
-    event = c.store.record_drift_event(actor=who.owner, **body.model_dump())
-    return event.to_dict()
+    """201 with the new event; 200 with the recorded one when this source already posted the same
+    (window, share). The drift sensor decides on each new event once, with the same episode and cooldown
+    rules as its own drift reports, so a burst of posts starts at most one retraining run."""
+    from mlops_assets.monitoring.events import posted_dedupe_key
+
+    fields = body.model_dump(exclude={"window_start", "window_end"})
+    window = {k: v for k, v in (("window_start", body.window_start), ("window_end", body.window_end)) if v}
+    fields["details"] = {**fields["details"], **window}
+    key = posted_dedupe_key(body.window_start, body.window_end, body.drifted_share)
+    event, created = c.store.record_drift_event_once(dedupe_key=key, actor=who.owner, **fields)
+    if not created:
+        response.status_code = 200
+    return {**event.to_dict(), "duplicate": not created}

@@ -114,6 +114,9 @@ class DriftEventIn(_Strict):
     action_taken: str | None = Field(None, max_length=200)
     episode_id: str | None = Field(None, max_length=200)
     details: dict[str, Any] = Field(default_factory=dict)
+    # the window the share was measured on: with source and share, what makes two posts the same event
+    window_start: str | None = Field(None, pattern=r"^\d{4}-\d{2}-\d{2}$", description="first day, YYYY-MM-DD")
+    window_end: str | None = Field(None, pattern=r"^\d{4}-\d{2}-\d{2}$", description="last day, YYYY-MM-DD")
 
 
 class ScenarioIn(_Strict):

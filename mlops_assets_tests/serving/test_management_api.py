@@ -134,14 +134,17 @@ def test_drift_events_are_posted_and_listed(mgmt: Mgmt) -> None:
         event = {"source": "market_direction", "features": ["f0", "f1"], "drifted_share": 0.5,
                  "severity": "high"}
         assert api.post("/api/v1/ml/lifecycle/drift-events", json=event).status_code == 401
+        assert api.post("/api/v1/ml/lifecycle/drift-events", json=event, headers=VIEWER).status_code == 403
         assert api.post("/api/v1/ml/lifecycle/drift-events", json={**event, "drifted_share": 2},
-                        headers=VIEWER).status_code == 422
-        r = api.post("/api/v1/ml/lifecycle/drift-events", json=event, headers=VIEWER)
+                        headers=APPROVER).status_code == 422
+        r = api.post("/api/v1/ml/lifecycle/drift-events", json=event, headers=APPROVER)
         assert r.status_code == 201 and r.json()["features"] == ["f0", "f1"]
+        again = api.post("/api/v1/ml/lifecycle/drift-events", json=event, headers=APPROVER)
+        assert again.status_code == 200 and again.json()["duplicate"] and again.json()["id"] == r.json()["id"]
         listed = api.get("/api/v1/ml/lifecycle/drift-events", params={"source": "market_direction"}).json()
         assert listed["total"] == 1 and listed["items"][0]["severity"] == "high"
         entry = api.get("/api/v1/audit", params={"action": "drift.event"}).json()["items"][0]
-        assert entry["actor"] == "victor"
+        assert entry["actor"] == "bob"
 
 
 def test_scenarios_are_saved_by_admins_only(mgmt: Mgmt) -> None:
