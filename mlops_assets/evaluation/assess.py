@@ -19,7 +19,7 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
 from mlops_assets.errors import InvalidInput
-from mlops_assets.evaluation.backtest import CANDIDATE, backtest, positions_from_scores
+from mlops_assets.evaluation.backtest import BUY_AND_HOLD, CANDIDATE, backtest, positions_from_scores
 from mlops_assets.evaluation.baselines import majority_class_baseline, momentum_baseline
 from mlops_assets.evaluation.skill import (
     TRADING_DAYS,
@@ -124,11 +124,21 @@ def _scores(predictions: pl.DataFrame, task: str) -> np.ndarray:
 
 
 def strategy_daily_returns(predictions: pl.DataFrame, task: str, cfg: SkillConfig) -> pl.DataFrame:
-    """``date, ret`` of the strategy (long/flat or long/short on the scores, costs) over the rows."""
+    """``date, ret``: the strategy's daily *active* return (long/flat or long/short on the scores, after
+    costs) over buy-and-hold of the same symbols on the same days.
+
+    Skill is what the model adds to holding the market it trades: a long/flat strategy on a rising index
+    earns the index's drift whatever its scores are, and its raw Sharpe would pass a Deflated Sharpe
+    gate on real prices for no skill at all (measured on the S&P 500 / NASDAQ slice: raw DSR 0.99 for a
+    model whose walk-forward ROC AUC interval straddles 0.5). An always-long model's active return is
+    zero, so its Sharpe is undefined and the gate fails closed.
+    """
     positions = positions_from_scores(task, _scores(predictions, task), cfg.mode, cfg.threshold)
     bt = backtest(predictions, positions=positions, mode=cfg.mode, cost_bps=cfg.cost_bps, threshold=cfg.threshold,
                   horizon=cfg.horizon, stress_windows=0)
-    return bt.returns(CANDIDATE)
+    held = bt.returns(BUY_AND_HOLD).rename({"ret": "held"})
+    return (bt.returns(CANDIDATE).join(held, on="date", how="left")
+            .select("date", (pl.col("ret") - pl.col("held").fill_null(0.0)).alias("ret")))
 
 
 def _baselines(task: str, predictions: pl.DataFrame, y: np.ndarray, metric_fn, cfg: SkillConfig,
