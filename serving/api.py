@@ -35,6 +35,7 @@ from serving import (  # noqa: E402
 )
 from serving.auth import KeyRing  # noqa: E402
 from serving.context import ApiContext, install_error_handlers  # noqa: E402
+from serving.errors import answer_413_as_json  # noqa: E402
 from serving.metrics import ServingMetrics  # noqa: E402
 from serving.observability import (  # noqa: E402
     AccessLog,
@@ -45,6 +46,16 @@ from serving.observability import (  # noqa: E402
 
 ENDPOINTS = frozenset({"/health", "/metrics", "/api/v1/features/*", "/api/v1/ml/lifecycle/*",
                        "/api/v1/ml/evaluation/*", "/api/v1/audit/*", "/api/v1/prompt-governance/*"})
+
+
+def _document_repeat_posts() -> None:
+    """A drift event posted again (same source, window and share) is answered 200 with the recorded one,
+    next to the route's 201: say so in the OpenAPI document (unless the route already does)."""
+    from fastapi.routing import APIRoute
+
+    for route in routes_lifecycle.router.routes:
+        if isinstance(route, APIRoute) and route.path.endswith("/drift-events") and "POST" in route.methods:
+            route.responses.setdefault(200, {"description": "The same event was already recorded: here it is"})
 
 
 def create_app(settings: Settings | None = None, keyring: KeyRing | None = None) -> FastAPI:
@@ -73,6 +84,8 @@ def create_app(settings: Settings | None = None, keyring: KeyRing | None = None)
                               "key (X-API-Key or Authorization: Bearer). See docs/api.md.")
     app.state.ctx = context
     install_error_handlers(app)
+    answer_413_as_json(app, settings.serving.max_body_bytes)
+    _document_repeat_posts()
     for module in (routes_features, routes_lifecycle, routes_evaluation, routes_audit, prompt_routes):
         app.include_router(module.router)
 

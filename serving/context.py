@@ -15,8 +15,6 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
-from mlflow.exceptions import MlflowException
 
 from mlops_assets.settings import Settings
 from serving.auth import KeyRing
@@ -115,52 +113,10 @@ def ctx(request: Request) -> ApiContext:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Map the platform's errors onto HTTP answers that say what was wrong (never a 500 for bad input)."""
-    from mlops_assets.evaluation.errors import EvaluationInputError
-    from mlops_assets.features.atomic import PublicationNameError, PublicationNotFoundError
-    from mlops_assets.governance.prompts import PromptLibraryError
-    from mlops_assets.governance.records import GovernanceError
-    from mlops_assets.models.registry import RegistryError
+    """Map errors to HTTP answers by type (one place for both apps: :mod:`serving.errors`)."""
+    from serving.errors import install_error_handlers as install
 
-    def answer(status: int, detail: str, **extra: Any) -> JSONResponse:
-        return JSONResponse({"detail": detail, **{k: v for k, v in extra.items() if v is not None}}, status)
-
-    @app.exception_handler(PromptLibraryError)
-    async def prompt_library(_: Request, exc: PromptLibraryError) -> JSONResponse:
-        missing = "no template" in str(exc) or "not found" in str(exc)
-        return answer(404 if missing else 422, str(exc))
-
-    @app.exception_handler(GovernanceError)
-    async def governance(_: Request, exc: GovernanceError) -> JSONResponse:
-        if exc.field == "template_id":  # an unknown prompt template
-            return answer(404, str(exc), field=exc.field)
-        return answer(409, str(exc), field=exc.field, reasons=getattr(exc, "reasons", None))
-
-    @app.exception_handler(PublicationNotFoundError)
-    async def not_published(_: Request, exc: PublicationNotFoundError) -> JSONResponse:
-        return answer(404, str(exc))
-
-    @app.exception_handler(PublicationNameError)
-    async def bad_name(_: Request, exc: PublicationNameError) -> JSONResponse:
-        return answer(422, str(exc))
-
-    @app.exception_handler(RegistryError)
-    async def registry(_: Request, exc: RegistryError) -> JSONResponse:
-        return answer(422, str(exc), field=exc.field)
-
-    @app.exception_handler(EvaluationInputError)
-    async def evaluation(_: Request, exc: EvaluationInputError) -> JSONResponse:
-        return answer(422, str(exc))
-
-    @app.exception_handler(MlflowException)
-    async def mlflow_error(_: Request, exc: MlflowException) -> JSONResponse:
-        code = exc.error_code
-        if code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"):
-            return answer(404, exc.message)
-        if code in ("INVALID_PARAMETER_VALUE", "BAD_REQUEST", "RESOURCE_ALREADY_EXISTS"):
-            return answer(422, exc.message)
-        log.error("MLflow error: %s", exc.message)
-        return answer(502, f"the MLflow store failed: {exc.message}")
+    install(app)
 
 
 def records(frame: Any, limit: int | None = None) -> list[dict[str, Any]]:

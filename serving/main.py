@@ -28,11 +28,15 @@ from typing import Any, AsyncIterator  # noqa: E402
 import numpy as np  # noqa: E402
 import orjson  # noqa: E402
 from fastapi import FastAPI, Request  # noqa: E402
+from pydantic import ValidationError  # noqa: E402
 from starlette.concurrency import run_in_threadpool  # noqa: E402
+from starlette.requests import ClientDisconnect  # noqa: E402
 from starlette.responses import Response  # noqa: E402
 
 from mlops_assets.data.schema import ENTITY_KEY  # noqa: E402
 from mlops_assets.settings import Settings, get_settings  # noqa: E402
+from serving.auth import KeyRing  # noqa: E402
+from serving.errors import install_error_handlers  # noqa: E402
 from serving.metrics import ServingMetrics, mark_process_dead  # noqa: E402
 from serving.observability import (  # noqa: E402
     SCOPE_MODEL_VERSION,
@@ -47,11 +51,11 @@ from mlops_assets.governance.usage import UsageRecord  # noqa: E402
 from serving.predlog import LogRecord, PredictionLog  # noqa: E402
 from serving.runtime import Runtime, RuntimeConfig  # noqa: E402
 from serving.schemas import (  # noqa: E402
-    ErrorMessage,
     Health,
     InvokeRequest,
     PredictResponse,
     Readiness,
+    error_responses,
     predict_body_schema,
 )
 
@@ -59,8 +63,8 @@ log = logging.getLogger("serving.inference")
 JSON = "application/json"
 _DUMPS_OPTS = orjson.OPT_SERIALIZE_NUMPY
 ENDPOINTS = frozenset({"/predict", "/invoke", "/health", "/ready", "/metrics"})
-_ERRORS = {404: {"model": ErrorMessage}, 413: {"model": ErrorMessage}, 422: {"model": ErrorMessage},
-           503: {"model": ErrorMessage}}
+_ERRORS = error_responses(404, 413, 422, 503)
+OVERRIDE_ROLE = "approver"  # the role a key needs to replace the online lookup with request features
 
 
 def _jsonable(values: Any) -> Any:
@@ -80,28 +84,40 @@ def error_response(exc: PayloadError) -> Response:
     return json_response({"detail": exc.detail}, exc.status)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it is known to exceed ``limit`` bytes."""
-    length = request.headers.get("content-length")
-    if length is not None:
-        if not length.isdigit():
-            raise PayloadError(422, [{"loc": ["header", "content-length"], "msg": "must be an integer",
-                                      "type": "int_parsing"}])
-        if int(length) > limit:
-            raise PayloadError(413, f"body of {length} bytes is over the limit of {limit} "
-                                    "(serving.max_body_bytes)")
-        return await request.body()
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadError(413, f"body is over the limit of {limit} bytes (serving.max_body_bytes)")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 class ClientGone(Exception):
     """The client disconnected before sending its whole body."""
+
+
+CLIENT_CLOSED = 499  # the status the metrics and access log record for a client that went away (nginx's)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed ``limit`` bytes;
+    :class:`ClientGone` when the client disconnects before sending all of it."""
+    length = request.headers.get("content-length")
+    try:
+        if length is not None:
+            if not length.isdigit():
+                raise PayloadError(422, [{"loc": ["header", "content-length"], "msg": "must be an integer",
+                                          "type": "int_parsing"}])
+            if int(length) > limit:
+                raise PayloadError(413, f"body of {length} bytes is over the limit of {limit} "
+                                        "(serving.max_body_bytes)")
+            return await request.body()
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadError(413, f"body is over the limit of {limit} bytes (serving.max_body_bytes)")
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except ClientDisconnect:
+        raise ClientGone() from None
+
+
+def client_gone() -> Response:
+    """What a handler returns when the client went away: never sent, recorded as 499 (not a 500)."""
+    return Response(status_code=CLIENT_CLOSED)
 
 
 async def read_asgi_body(scope: dict, receive: Any, limit: int) -> bytes:
@@ -158,6 +174,7 @@ class InferenceService:
         self.max_body = settings.serving.max_body_bytes
         self.max_batch = settings.serving.max_batch
         self.challenger_share = settings.serving.challenger_traffic_percent / 100.0
+        self.keyring = KeyRing.from_config(settings.serving.api_keys)
 
     def start(self) -> None:
         # Background threads (log flushes, the poller loading a model) hold the GIL in bursts; a 1 ms
@@ -224,7 +241,8 @@ class InferenceService:
         except PayloadError as exc:
             status, payload = exc.status, orjson.dumps({"detail": exc.detail})
             version = getattr(exc, "model_version", "")
-        except ClientGone:
+        except ClientGone:  # nothing to answer; counted as its own outcome
+            self.metrics.observe_request("/predict", "POST", CLIENT_CLOSED, version, time.perf_counter() - started)
             return
         except Exception:
             log.exception("scoring failed (request %s)", request_id)
@@ -248,8 +266,38 @@ class InferenceService:
         except PayloadError as exc:
             scope[SCOPE_MODEL_VERSION] = getattr(exc, "model_version", "")
             return error_response(exc)
+        except ClientGone:
+            return client_gone()
         scope[SCOPE_MODEL_VERSION] = version
         return Response(payload, status_code=status, media_type=JSON)
+
+    def _check_override(self, request: Request, features: dict[str, float]) -> None:
+        """Request features replace the online lookup, so they need a key with ``OVERRIDE_ROLE`` (401
+        without a known key, 403 for a weaker role) and only the names the online snapshot serves
+        (422 naming the others; the values are finite numbers by the request schema)."""
+        presented = request.headers.get("x-api-key")
+        if not presented:
+            scheme, _, credentials = (request.headers.get("authorization") or "").partition(" ")
+            presented = credentials.strip() if scheme.lower() == "bearer" else None
+        if not presented:
+            raise PayloadError(401, "'features' replaces the online lookup and needs an API key with the "
+                                    f"{OVERRIDE_ROLE!r} role: send 'X-API-Key: <key>' or "
+                                    "'Authorization: Bearer <key>', or leave 'features' out")
+        identity = self.keyring.authenticate(presented)
+        if identity is None:
+            raise PayloadError(401, "unknown API key")
+        if not identity.allows(OVERRIDE_ROLE):
+            raise PayloadError(403, f"{identity.owner} has role {identity.role!r}; overriding 'features' "
+                                    f"needs {OVERRIDE_ROLE!r} or higher")
+        snapshot = self.runtime.state.snapshot
+        if snapshot is None:
+            raise PayloadError(503, "no online feature snapshot is loaded, so the chain's inputs are unknown")
+        served = set(snapshot.feature_names or ())
+        unknown = sorted(name for name in features if name not in served)
+        if unknown:
+            raise PayloadError(422, [{"loc": ["body", "features", name[:100]], "type": "extra_forbidden",
+                                      "msg": "not a feature of the online snapshot the chain reads"}
+                                     for name in unknown[:50]])
 
     async def invoke(self, request: Request) -> Response:
         try:
@@ -263,13 +311,17 @@ class InferenceService:
                                         f"{missing}")
             try:
                 payload = InvokeRequest.model_validate_json(body)
-            except ValueError as exc:
-                fallback = [{"loc": ["body"], "msg": str(exc), "type": "value_error"}]
-                errors = exc.errors() if hasattr(exc, "errors") else fallback
-                raise PayloadError(422, [{"loc": ["body", *e.get("loc", ())], "msg": e.get("msg", ""),
-                                          "type": e.get("type", "value_error")} for e in errors]) from None
+            except ValidationError as exc:
+                raise PayloadError(422, [{"loc": ["body", *(str(p)[:100] if isinstance(p, str) else p
+                                                            for p in e.get("loc", ()))],
+                                          "msg": e.get("msg", ""), "type": e.get("type", "value_error")}
+                                         for e in exc.errors()[:50]]) from None
+            if payload.features is not None:
+                self._check_override(request, payload.features)
         except PayloadError as exc:
             return error_response(exc)
+        except ClientGone:
+            return client_gone()
         request.scope[SCOPE_MODEL_VERSION] = f"llm-{llm.version}"
         from mlops_assets.governance.chat import LLMConfigError
         from mlops_assets.governance.prompt_registry import PromptRegistryError
@@ -351,6 +403,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None,
                   description="Predictions from the model behind the serving alias, enriched from the online "
                               "feature snapshot; the LLM chain at /invoke. See docs/api.md.")
     app.state.service = service
+    install_error_handlers(app)
 
     @app.post("/predict", response_model=PredictResponse, responses=_ERRORS,
               summary="Score one row or a batch",
@@ -359,7 +412,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None,
     async def predict(request: Request) -> Response:
         return await service.predict(request)
 
-    @app.post("/invoke", responses={**_ERRORS, 502: {"model": ErrorMessage}}, summary="Run the LLM chain",
+    @app.post("/invoke", responses=error_responses(401, 403, 404, 413, 422, 502, 503),
+              summary="Run the LLM chain",
               openapi_extra={"requestBody": {"required": True, "content": {JSON: {
                   "schema": InvokeRequest.model_json_schema()}}}})
     async def invoke(request: Request) -> Response:

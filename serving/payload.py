@@ -123,6 +123,54 @@ def instances_of(payload: Payload, entity_key: str) -> list[Instance]:
     return instances  # type: ignore[return-value]
 
 
+MAX_DEPTH = 32  # JSON nesting a feature value may have before it is refused as "too deep"
+
+
+def nesting_depth(value: Any, limit: int = MAX_DEPTH) -> int:
+    """How deep lists and objects nest in ``value`` (a number is 0), counted without recursion and
+    only up to ``limit + 1`` (so a value nested 100,000 deep costs as little as one nested 33 deep)."""
+    depth, level = 0, [value]
+    while level and depth <= limit:
+        children: list[Any] = []
+        for item in level:
+            if isinstance(item, dict):
+                children.extend(item.values())
+            elif isinstance(item, list):
+                children.extend(item)
+        if not children and not any(isinstance(i, (dict, list)) for i in level):
+            break
+        depth += 1
+        level = children
+    return depth
+
+
+def describe(value: Any) -> str:
+    """A short, safe description of a JSON value for an error message (never a recursive repr)."""
+    if isinstance(value, dict):
+        return f"an object of {len(value)} keys"
+    if isinstance(value, list):
+        return f"a list of {len(value)} items"
+    if isinstance(value, str):
+        return f"a string {value[:40]!r}" + ("..." if len(value) > 40 else "")
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int) and value.bit_length() > 64:  # str() of a huge int is slow, or refused
+        return f"an integer of about {int(value.bit_length() * 0.30103)} digits"
+    return str(value)[:40]
+
+
+def _value_error(loc: Sequence[Any], value: Any) -> dict[str, Any]:
+    """The 422 item of a feature value that is not a usable number; deep nesting is named as such."""
+    if isinstance(value, (dict, list)):
+        depth = nesting_depth(value)
+        if depth > MAX_DEPTH:
+            return _err(loc, f"nested more than {MAX_DEPTH} levels deep (the limit of JSON nesting); a feature "
+                             "value must be a number", "too_deep")
+    return _err(loc, f"must be a number within float32 range, got {describe(value)}", "float_type")
+
+
 def _number(value: Any) -> float | None:
     """A JSON number that fits a float32 as float; None for anything else (bool, string, null, list...)."""
     if value.__class__ is float or value.__class__ is int:
@@ -232,8 +280,7 @@ def build_matrix(
                 continue
             number = _number(value)
             if number is None:
-                errors.append(_err((*inst.loc, FEATURES, name),
-                                   f"must be a number within float32 range, got {value!r:.60}", "float_type"))
+                errors.append(_value_error((*inst.loc, FEATURES, name), value))
                 continue
             x[i, j] = number
     if errors:

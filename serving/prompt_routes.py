@@ -23,8 +23,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from serving.auth import Identity, require
 from serving.context import ApiContext, ctx
+from serving.schemas import error_responses
 
-router = APIRouter(prefix="/api/v1/prompt-governance", tags=["prompt-governance"])
+router = APIRouter(prefix="/api/v1/prompt-governance", tags=["prompt-governance"],
+                   responses=error_responses(400, 401, 403, 404, 409, 413, 422))
 FILES_ONLY = ("prompt templates are files under prompts/ (one YAML per template, versioned in git); change "
               "them in a pull request, then submit the new version for review")
 TEMPLATE_ID = Path(pattern=r"^[a-z][a-z0-9_]{1,63}$")

@@ -7,8 +7,9 @@ from typing import Any
 from fastapi import APIRouter, Depends, Query
 
 from serving.context import ApiContext, ctx
+from serving.schemas import error_responses
 
-router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
+router = APIRouter(prefix="/api/v1/audit", tags=["audit"], responses=error_responses(422))
 
 
 @router.get("", summary="Audit entries, newest first (filters are exact matches)")

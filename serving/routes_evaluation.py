@@ -33,9 +33,10 @@ from mlops_assets.monitoring.served import find_prediction
 from serving.auth import Identity, require
 from serving.context import ApiContext, ctx
 from serving.dagster_client import DagsterRefused, DagsterTarget, DagsterUnavailable, launch_partition_run
-from serving.schemas import EvaluationRunIn, ScenarioIn
+from serving.schemas import EvaluationRunIn, ScenarioIn, error_responses
 
-router = APIRouter(prefix="/api/v1/ml/evaluation", tags=["evaluation"])
+router = APIRouter(prefix="/api/v1/ml/evaluation", tags=["evaluation"],
+                   responses=error_responses(400, 401, 403, 404, 409, 413, 422, 502, 503))
 RUN_ID = Path(pattern=r"^[A-Za-z0-9_.\-]{1,300}:[0-9]{1,9}$", description="<model>:<version>")
 EVALUATION_JOB = "evaluate_model_job"
 PARTITIONS = "model_versions"

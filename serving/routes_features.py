@@ -19,8 +19,9 @@ from mlops_assets.features import readmodels
 from mlops_assets.features.catalog import catalog_rows, diff_versions, versions_of
 from mlops_assets.features.views import FEATURE_VIEWS, parse_version
 from serving.context import ApiContext, ctx, records
+from serving.schemas import error_responses
 
-router = APIRouter(prefix="/api/v1/features", tags=["features"])
+router = APIRouter(prefix="/api/v1/features", tags=["features"], responses=error_responses(404, 422))
 SAMPLE_SUFFIX = "_sample"
 CODE_ONLY = ("features are defined in code (mlops_assets/features/views.py) and versioned through the lock "
              "file; change them in a pull request and let the feature assets export the catalog")

@@ -9,21 +9,24 @@ an alias: the approval sensor promotes the version (re-checking every gate).
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timezone
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
+from fastapi.responses import JSONResponse
 from mlflow.entities import ViewType
 
+from mlops_assets.errors import InvalidInput
 from mlops_assets.models import promotion
-from mlops_assets.models.gates import gate_policy
 from serving.auth import Identity, require
 from serving.context import ApiContext, ctx
-from serving.schemas import DecisionIn, DriftEventIn, RejectIn, RollbackIn
+from serving.schemas import VERSION_NUMBER, DecisionIn, DriftEventIn, RejectIn, RollbackIn, error_responses
 
-router = APIRouter(prefix="/api/v1/ml/lifecycle", tags=["lifecycle"])
+router = APIRouter(prefix="/api/v1/ml/lifecycle", tags=["lifecycle"],
+                   responses=error_responses(400, 401, 403, 404, 409, 413, 422, 502))
 NAME = Path(min_length=1, max_length=300, pattern=r"^[A-Za-z0-9_.\-]+$")
-VERSION = Path(pattern=r"^[0-9]{1,9}$")
+VERSION = Path(pattern=VERSION_NUMBER)
 INTERNAL_TAGS = ("mlflow.log-model.history", "mlflow.source.git", "mlflow.user")
 
 
@@ -144,12 +147,15 @@ def get_model(name: str = NAME, c: ApiContext = Depends(ctx)) -> dict[str, Any]:
 
 
 @router.get("/models/{name}/compare", summary="Metrics of several versions side by side")
-def compare_versions(name: str = NAME, versions: list[str] = Query(..., min_length=2, max_length=10),
+def compare_versions(name: str = NAME,
+                     versions: list[str] = Query(..., min_length=2, max_length=10,
+                                                 description="registry version numbers (1 to 9 digits each)"),
                      c: ApiContext = Depends(ctx)) -> dict[str, Any]:
+    bad = [v for v in versions if not re.fullmatch(VERSION_NUMBER, v)]
+    if bad:
+        raise InvalidInput("versions", [f"{v[:20]!r} is not a version number of 1 to 9 digits" for v in bad])
     rows, keys = [], set()
     for version in versions:
-        if not version.isdigit():
-            raise HTTPException(422, f"versions: {version!r} is not a version number")
         v = c.client.get_model_version(name, version)
         metrics = dict(c.client.get_run(v.run_id).data.metrics) if v.run_id else {}
         keys.update(metrics)
@@ -159,6 +165,12 @@ def compare_versions(name: str = NAME, versions: list[str] = Query(..., min_leng
     return {"name": name, "versions": rows, "metrics": table}
 
 
+@router.api_route("/models/{name}/rollback", methods=["GET", "PUT", "DELETE", "PATCH"], include_in_schema=False)
+def rollback_other_methods(name: str) -> JSONResponse:
+    """Only POST: answered here so ``GET .../rollback`` is a 405, not a version lookup of "rollback"."""
+    return JSONResponse({"detail": "Method Not Allowed"}, status_code=405, headers={"Allow": "POST"})
+
+
 @router.get("/models/{name}/{version}", summary="One version: lineage tags, run metrics, gates and history")
 def get_version(name: str = NAME, version: str = VERSION, c: ApiContext = Depends(ctx)) -> dict[str, Any]:
     v = c.client.get_model_version(name, version)
@@ -166,31 +178,20 @@ def get_version(name: str = NAME, version: str = VERSION, c: ApiContext = Depend
     history = [d.to_dict() for d in c.store.decision_history("model", name, version)]
     deployments = [d.to_dict() for d in c.store.list_deployments(name, limit=None) if d.version == version]
     gates = promotion.approval_checklist(c.client, c.store, name, version, reviewer="",
-                                         compliance_required=c.settings.evaluation.compliance_required,
-                                         policy=gate_policy(c.settings))
+                                         compliance_required=c.settings.evaluation.compliance_required)
     gates.pop("reviewer_is_not_registerer", None)
-    evaluation = _evaluation(c, name, version)
-    waivers = promotion.waivers_of(c.store, name, version)
-    if evaluation is not None:
-        evaluation["waivers"] = waivers.get("waivers", {})
-    recorded = {gate: r.to_dict() for gate, r in c.store.gate_results(name, version).items()}
     return {**_version(c, v), "name": name, "run": _run(run) if run else None, "decisions": history,
-            "deployments": deployments, "gates": gates, "gate_results": recorded, "waivers": waivers,
-            "evaluation": evaluation}
+            "deployments": deployments, "gates": gates, "evaluation": _evaluation(c, name, version)}
 
 
 @router.post("/models/{name}/{version}/approve", summary="Approve a version for production (approver)")
 def approve(body: DecisionIn | None = None, name: str = NAME, version: str = VERSION,
             who: Identity = APPROVER, c: ApiContext = Depends(ctx)) -> dict[str, Any]:
     comment = body.comment if body is not None else None
-    waivers = {w.check: w.reason for w in body.waivers} if body is not None else {}
-    if body is not None and len(waivers) != len(body.waivers):
-        raise HTTPException(422, "waivers: each check may be waived once")
     c.client.get_model_version(name, version)  # 404 for an unknown model or version
     decision = promotion.approve(c.client, c.store, name, version, reviewer=who.owner, comment=comment,
-                                 compliance_required=c.settings.evaluation.compliance_required,
-                                 waivers=waivers, policy=gate_policy(c.settings), role=who.role)
-    return {"decision": decision.to_dict(), "waivers": decision.waivers or {},
+                                 compliance_required=c.settings.evaluation.compliance_required)
+    return {"decision": decision.to_dict(),
             "next": "the approval sensor promotes the version after re-checking every gate"}
 
 

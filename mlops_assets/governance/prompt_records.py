@@ -35,6 +35,7 @@ from mlops_assets.governance.prompts import (
     parse_template,
     template_files,
 )
+from mlops_assets.errors import NotFound
 from mlops_assets.governance.records import GovernanceError
 
 if TYPE_CHECKING:
@@ -293,8 +294,8 @@ def find_template(directory: str | Path, template_id: str) -> PromptTemplate:
             continue
         if template.id == template_id:
             return template
-    raise GovernanceError(f"no prompt template with id {template_id!r} in {directory}; check the id "
-                          "(`mlops prompts list`) or the prompts_dir setting", field="template_id")
+    raise NotFound("template_id", f"no prompt template with id {template_id!r} in the prompt library",
+                   hint="check the id (`mlops prompts list`) or the prompts_dir setting")
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,8 @@ from pydantic import (
     model_validator,
 )
 
+from mlops_assets.errors import InvalidInput
+
 RiskLevel = Literal["low", "medium", "high"]
 
 #: A placeholder: ``{{name}}`` with optional inner spaces; names are Python identifiers.
@@ -51,14 +53,16 @@ _OWNER = re.compile(r"^(team:[a-z0-9][a-z0-9_.-]*|[^@\s]+@[^@\s]+\.[^@\s]+)$")
 TEMPLATE_SUFFIXES = (".yaml", ".yml")
 
 
-class PromptLibraryError(ValueError):
+class PromptLibraryError(InvalidInput):
     """A template file could not be read or is invalid; names the file and, when known, the field."""
 
     def __init__(self, message: str, *, file: str | None = None, field: str | None = None) -> None:
+        where = " ".join(p for p in (file and f"{file}:", field and f"field '{field}':") if p)
+        ValueError.__init__(self, f"{where} {message}".strip())
         self.file = file
         self.field = field
-        where = " ".join(p for p in (file and f"{file}:", field and f"field '{field}':") if p)
-        super().__init__(f"{where} {message}".strip())
+        self.reasons = [message]
+        self.hint = ""
 
 
 class MissingVariablesError(ValueError):

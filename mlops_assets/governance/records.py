@@ -11,16 +11,24 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from mlops_assets.errors import Conflict
+
 SUBJECT_KINDS = ("model", "prompt")
 DEPLOYMENT_KINDS = ("promotion", "rollback")
 
 
-class GovernanceError(ValueError):
-    """A governance rule refused the request; ``field`` names the argument or state at fault."""
+class GovernanceError(Conflict, ValueError):
+    """A governance rule refused the request; ``field`` names the argument or state at fault.
+
+    A :class:`~mlops_assets.errors.Conflict` (HTTP 409): the request is well formed but the state
+    refuses it. Still a ``ValueError`` for the callers that catch that."""
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
-        super().__init__(message)
+        ValueError.__init__(self, message)
         self.field = field
+        if not getattr(self, "reasons", None):  # subclasses may have set their list of reasons
+            self.reasons = [message]
+        self.hint = ""
 
 
 def normalize_identity(who: Any) -> str:

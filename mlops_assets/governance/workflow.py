@@ -34,6 +34,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from mlops_assets.errors import InvalidInput
 from mlops_assets.governance import prompt_records as R
 from mlops_assets.governance.evaluators import evaluate_template
 from mlops_assets.governance.policy import PromptEvaluation, PromptPolicy
@@ -388,10 +389,18 @@ def rollback_prompt(settings: Settings, template_id: str, to_version: str, *, ac
                     policy: ApprovalPolicy | None = None) -> PromptDeployment:
     """Move production back to ``to_version``: still APPROVED, served production before; audited."""
     if not str(reason or "").strip():
-        raise GovernanceError("a rollback needs a reason", field="reason")
+        raise InvalidInput("reason", "a rollback needs a reason")
     with open_stores(settings) as s:
         return _promote(s, template_id, str(to_version), actor=actor, reason=reason, kind="rollback",
                         policy=policy or ApprovalPolicy())
+
+
+def _require_known(settings: Settings, s: Stores, template_id: str, version: str) -> None:
+    """Raise ``NotFound`` (before anything is written) unless the library holds ``template_id`` or the
+    store already has a decision about that version (a template whose file was since removed)."""
+    if s.store.latest_decision(KIND, template_id, version) is not None:
+        return
+    find_template(settings.prompts_dir, template_id)  # NotFound for a template nobody ever wrote
 
 
 def reject_prompt(settings: Settings, template_id: str, version: str, *, reviewer: str,
@@ -399,6 +408,7 @@ def reject_prompt(settings: Settings, template_id: str, version: str, *, reviewe
     """Reject a version (also revokes an approval); MLflow tags mirror it, failures to mirror are logged."""
     version = str(version)
     with open_stores(settings) as s:
+        _require_known(settings, s, template_id, version)
         decision = s.store.reject(KIND, template_id, version, actor=reviewer, comment=reason)
         submission = R.latest_submission(s.store, template_id, version)
         try:

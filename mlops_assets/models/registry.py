@@ -24,6 +24,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from pydantic import BaseModel, ConfigDict, Field
 
+from mlops_assets.errors import InvalidInput
 from mlops_assets.models import tags as T
 
 DEFAULT_ALIASES: dict[str, str] = {
@@ -33,12 +34,11 @@ DEFAULT_ALIASES: dict[str, str] = {
 }
 
 
-class RegistryError(ValueError):
-    """A registry request cannot be served; ``field`` names the argument that was wrong."""
+class RegistryError(InvalidInput):
+    """A registry request cannot be served; ``field`` names the argument that was wrong (HTTP 422)."""
 
     def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
+        super().__init__(field, message)
 
 
 class Lineage(BaseModel):

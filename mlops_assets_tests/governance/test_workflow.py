@@ -14,6 +14,7 @@ import yaml
 from mlflow import MlflowClient
 
 from mlops_assets import stores
+from mlops_assets.errors import InvalidInput, NotFound
 from mlops_assets.governance import prompt_records as R
 from mlops_assets.governance.policy import CHECK_OUTPUT_NUMBERS, PromptPolicy
 from mlops_assets.governance.prompt_registry import (current_alias_version, list_prompt_versions,
@@ -133,7 +134,7 @@ def test_workflow_rules_from_submission_to_rollback(settings: Settings, openai_c
     assert current_alias_version(client, tid) == 1
     with pytest.raises(PromptWorkflowError, match="already serves production"):
         rollback_prompt(settings, tid, "1.0.0", actor="carol", reason="again")
-    with pytest.raises(GovernanceError, match="needs a reason"):
+    with pytest.raises(InvalidInput, match="needs a reason"):
         rollback_prompt(settings, tid, "1.1.0", actor="carol", reason=" ")
 
     rejected = reject_prompt(settings, tid, "1.1.0", reviewer="carol", reason="tone")
@@ -187,6 +188,13 @@ def test_high_risk_needs_model_checks_and_submitted_content_round_trips(settings
     assert content_hash(submission.to_template()) == submission.content_hash  # exact content on record
     with pytest.raises(GovernanceError, match="holds wf_high version 1.0.0, not 2.0.0"):
         submit_prompt(settings, tid, "2.0.0", actor="alice")
-    with pytest.raises(GovernanceError, match="no prompt template with id 'nope'") as err:
+    with pytest.raises(NotFound, match="no prompt template with id 'nope'") as err:
         submit_prompt(settings, "nope", "1.0.0", actor="alice")
     assert err.value.field == "template_id"
+    # rejecting a template nobody wrote is NotFound too, and writes no decision and no audit entry
+    audit_before = len(store.list_audit(1000, 0))
+    with pytest.raises(NotFound) as err:
+        reject_prompt(settings, "nope", "1.0.0", reviewer="bob", reason="made up")
+    assert err.value.field == "template_id"
+    assert store.latest_decision("prompt", "nope", "1.0.0") is None
+    assert len(store.list_audit(1000, 0)) == audit_before

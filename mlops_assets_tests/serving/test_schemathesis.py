@@ -1,9 +1,11 @@
 """Property-based fuzzing of both apps' OpenAPI documents with schemathesis (CLI ``st run`` against
-the live servers): no request, however malformed, may produce a server error.
+the live servers): no request, however malformed, may produce a server error, and every answer must
+match the document (status code declared, content type declared, body valid against the declared
+schema, ``Allow`` on 405).
 
-``/invoke`` is left out: until an LLM chain is registered it answers 503 by design (tested in
-``test_inference.py``). The management API is fuzzed with an admin key, so the write routes run
-their real validation and governance rules; Dagster is a local fake endpoint.
+``/invoke`` is fuzzed with a registered LLM chain whose provider is the local OpenAI-compatible
+fake, so its real validation runs. The management API is fuzzed with an admin key, so the write
+routes run their real validation and governance rules; Dagster is a local fake endpoint.
 """
 
 from __future__ import annotations
@@ -13,9 +15,14 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-
+import httpx
 import pytest
 
+from mlops_assets.governance.prompt_registry import set_production_alias, sync_prompt
+from mlops_assets.governance.prompts import load_library
+from mlops_assets.models.llm_registry import log_llm_model
+from mlops_assets.settings import PROJECT_ROOT
+from mlops_assets_tests.fake_openai import FAKE_API_KEY
 from mlops_assets_tests.serving.conftest import (
     KEYS,
     FakeDagster,
@@ -23,41 +30,70 @@ from mlops_assets_tests.serving.conftest import (
     World,
     copy_version,
     wait_ready,
+    wait_until,
 )
 
+pytest_plugins = ["mlops_assets_tests.conftest_llm"]
 pytestmark = pytest.mark.xdist_group("serving")
 ST = str(Path(sys.executable).with_name("st"))
 ADMIN_KEY = next(key for key, entry in KEYS.items() if entry["role"] == "admin")
+CHECKS = ("not_a_server_error", "status_code_conformance", "content_type_conformance",
+          "response_schema_conformance", "response_headers_conformance", "unsupported_method",
+          "allow_header_conformance")
 
 
 def _fuzz(url: str, tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
-    cmd = [ST, "run", f"{url}/openapi.json", "--checks", "not_a_server_error", "--max-examples", "5",
-           "--generation-deterministic", "--phases", "coverage,fuzzing", "--request-timeout", "30",
-           "--max-failures", "5", *extra]
+    cmd = [ST, "run", f"{url}/openapi.json", "--checks", ",".join(CHECKS), "--max-examples", "5",
+           "--generation-deterministic", "--phases", "examples,coverage,fuzzing", "--request-timeout", "30",
+           "--max-failures", "20", "--max-time", "150", *extra]
     env = {**os.environ, "NO_COLOR": "1", "SCHEMATHESIS_HOOKS": ""}
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
 
 
-def _operations(report: str) -> int:
-    """How many operations schemathesis exercised (it exits non-zero on any server error)."""
-    found = re.search(r"Operations:\s+(\d+) selected", report)
-    assert found and " failed" not in report, report[-4000:]
-    return int(found.group(1))
+def _assert_clean(result: subprocess.CompletedProcess, min_operations: int) -> dict[str, int]:
+    """Exit 0 (no check failed) over at least ``min_operations`` operations; the figures of the run."""
+    text = result.stdout
+    failures = text[text.find("FAILURES"):text.find("WARNINGS")] if "FAILURES" in text else ""
+    short = "\n".join(line[:300] for line in (failures or text).splitlines())  # bodies can be huge
+    assert result.returncode == 0, short[-12000:] + result.stderr[-2000:]
+    figures = {"tested": _number(text, r"Tested:\s+(\d+)"), "cases": _number(text, r"(\d+) generated")}
+    assert figures["tested"] >= min_operations and figures["cases"] > 0, text[-4000:]
+    return figures
 
 
-def test_inference_app_never_answers_a_server_error(world: World, tmp_path: Path) -> None:
+def _number(text: str, pattern: str) -> int:
+    found = re.search(pattern, text)
+    return int(found.group(1)) if found else 0
+
+
+def test_inference_app_conforms_to_its_document(world: World, tmp_path: Path, fake_openai,
+                                                monkeypatch: pytest.MonkeyPatch,
+                                                request: pytest.FixtureRequest) -> None:
     from serving.main import create_app
 
+    monkeypatch.setenv("OPENAI_API_KEY", FAKE_API_KEY)
+    monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
+    uri = world.settings.mlflow_tracking_uri
+    template = {t.id: t for t in load_library(PROJECT_ROOT / "prompts")}["market_narrative"]
+    name, prompt_version, _ = sync_prompt(uri, template, "APPROVED")
+    set_production_alias(uri, name, prompt_version)
     settings = world.settings_for(tmp_path / "home")
     world.write_snapshot(settings.online_dir)
+    chain = log_llm_model(uri, settings.llm.llm_model_name, "market_narrative", challenger_alias=None,
+                          artifact_location=str(settings.artifacts_dir))
+    world.client().set_registered_model_alias(settings.llm.llm_model_name, "production", chain.version)
+    request.addfinalizer(lambda: world.client().delete_registered_model_alias(settings.llm.llm_model_name,
+                                                                             "production"))
     with ThreadedServer(create_app(settings)) as server:
         wait_ready(server.url)
-        result = _fuzz(server.url, tmp_path, "--exclude-path", "/invoke")
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
-    assert _operations(result.stdout) >= 4
+        wait_until(lambda: httpx.get(f"{server.url}/ready").json()["llm"], timeout=60)
+        result = _fuzz(server.url, tmp_path, "--header", f"X-API-Key: {ADMIN_KEY}")
+        assert httpx.get(f"{server.url}/health").status_code == 200  # still up after the run
+    figures = _assert_clean(result, min_operations=5)
+    print("inference app:", figures)
 
 
-def test_management_api_never_answers_a_server_error(world: World, tmp_path: Path) -> None:
+def test_management_api_conforms_to_its_document(world: World, tmp_path: Path) -> None:
     from serving.api import create_app
 
     dagster = FakeDagster()
@@ -68,5 +104,5 @@ def test_management_api_never_answers_a_server_error(world: World, tmp_path: Pat
             result = _fuzz(server.url, tmp_path, "--header", f"X-API-Key: {ADMIN_KEY}")
     finally:
         dagster.server.shutdown()
-    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
-    assert _operations(result.stdout) >= 25
+    figures = _assert_clean(result, min_operations=40)
+    print("management API:", figures)
