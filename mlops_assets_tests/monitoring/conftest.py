@@ -54,3 +54,7 @@ def assert_same_verdicts(fast: Any, evidently: dict[str, Any], ordered: bool = T
     assert fast.n_drifted == evidently["n_drifted"]
     assert math.isclose(fast.share_drifted, evidently["share_drifted"], rel_tol=1e-12)
     assert fast.dataset_drift == evidently["dataset_drift"]
+
+
+# a temporary MLOPS_HOME and a real Dagster instance, as the Dagster wiring tests use (test_drift_defs.py)
+from mlops_assets_tests.defs.conftest import instance, small_home  # noqa: F401

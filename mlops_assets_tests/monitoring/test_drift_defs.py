@@ -12,7 +12,7 @@ import httpx
 import polars as pl
 import pytest
 
-from mlops_assets_tests.defs.conftest import build, instance, small_home, write_config  # noqa: F401
+from mlops_assets_tests.defs.conftest import build, write_config
 
 pytestmark = pytest.mark.xdist_group("dagster_lifecycle")
 
