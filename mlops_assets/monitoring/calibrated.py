@@ -51,6 +51,7 @@ import os
 import tempfile
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -233,6 +234,18 @@ class CalibratedResult:
 
 # --- input handling -------------------------------------------------------------------------------------
 
+PARALLEL_ROWS = 100_000  # windows from this many rows check their features in threads
+
+
+def _threads(func: Any, items: list[Any]) -> list[Any]:
+    """``[func(item) for item in items]`` in one thread per CPU (numpy releases the GIL in its loops)."""
+    workers = min(len(items), os.cpu_count() or 1)
+    if workers <= 1:
+        return [func(item) for item in items]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="calibrated") as pool:
+        return list(pool.map(func, items))
+
+
 
 def _as_polars(frame: Frame, which: str) -> pl.DataFrame:
     if isinstance(frame, pl.DataFrame):
@@ -321,8 +334,9 @@ def _draw_counts(per_date: np.ndarray, starts: np.ndarray, lengths: np.ndarray) 
     return out
 
 
-def _numerical_binning(values: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    finite = values[np.isfinite(values)]
+def _numerical_binning(finite: np.ndarray, n_bins: int
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, np.ndarray]:
+    """Edges, in-bin means, bin shares, std and each value's bin, of the reference's finite values."""
     if finite.size == 0:
         raise InvalidInput("reference", "a numerical column has no finite value in the reference")
     edges = np.unique(np.quantile(finite, np.linspace(0.0, 1.0, n_bins + 1)[1:-1]))
@@ -334,16 +348,15 @@ def _numerical_binning(values: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.
         centres = np.where(counts > 0, sums / np.maximum(counts, 1), 0.5 * (bounds[:-1] + bounds[1:]))
     centres = np.maximum.accumulate(centres)
     std = float(finite.std())
-    return edges, centres, counts / counts.sum(), std if std > 0 else 1.0
+    return edges, centres, counts / counts.sum(), std if std > 0 else 1.0, bins
 
 
 def _feature_null(column: str, column_type: ColumnType, values: np.ndarray | pl.Series, dates: np.ndarray,
                   n_dates: int, starts: np.ndarray, lengths: np.ndarray, n_bins: int) -> FeatureNull:
     if column_type == ColumnType.NUMERICAL:
         arr = np.asarray(values, dtype=np.float64)
-        edges, centres, ref_probs, scale = _numerical_binning(arr, n_bins)
         keep = np.isfinite(arr)
-        bins = np.searchsorted(edges, arr[keep], side="right")
+        edges, centres, ref_probs, scale, bins = _numerical_binning(arr[keep], n_bins)
         categories: tuple[str, ...] = ()
         n_valid = int(keep.sum())
         row_dates = dates[keep]
@@ -403,11 +416,12 @@ def build_profile(reference: Frame, window_days: int, columns: Sequence[str] | N
     block = params.block_for(window_days)
     starts, lengths = _block_starts(n_dates, window_days, block, params.n_draws, params.seed)
     fp = fingerprint_ or fingerprint(ref, list(types), time_column)
-    features = {
-        column: _feature_null(column, kind, _column_values(ref, column, kind == ColumnType.NUMERICAL), dates,
-                              n_dates, starts, lengths, params.n_bins)
-        for column, kind in types.items()
-    }
+    def one(item: tuple[str, ColumnType]) -> FeatureNull:
+        column, kind = item
+        return _feature_null(column, kind, _column_values(ref, column, kind == ColumnType.NUMERICAL), dates,
+                             n_dates, starts, lengths, params.n_bins)
+
+    features = dict(zip(types, _threads(one, list(types.items())), strict=True))
     return CalibratedProfile(key=profile_key(fp, window_days, params, types), fingerprint=fp,
                              window_days=window_days, block_days=block, params=params, features=features,
                              n_reference_rows=ref.height, n_reference_dates=n_dates,
@@ -508,16 +522,17 @@ def calibrated_drift(profile: CalibratedProfile, current: Frame, *, threshold_sh
     unprofiled = [c for c in names if c not in profile.features]
     if unprofiled:
         raise InvalidInput(unprofiled[0], "is not in the calibrated profile", "build the profile with it")
-    rows = []
-    for column in names:
+    def one(column: str) -> dict[str, Any]:
         feature = profile.features[column]
         counts = feature.counts_of(_column_values(cur, column, feature.column_type == "numerical"))
         n_current = int(counts.sum())
         score = float(feature.scores(counts)[0]) if n_current else float("nan")
-        rows.append({"column": column, "column_type": feature.column_type, "statistic": feature.statistic,
-                     "score": score, "p_value": feature.p_value(score),
-                     "null_p95": float(np.quantile(feature.null, 0.95)) if len(feature.null) else float("nan"),
-                     "n_reference": feature.n_reference, "n_current": n_current})
+        return {"column": column, "column_type": feature.column_type, "statistic": feature.statistic,
+                "score": score, "p_value": feature.p_value(score),
+                "null_p95": float(np.quantile(feature.null, 0.95)) if len(feature.null) else float("nan"),
+                "n_reference": feature.n_reference, "n_current": n_current}
+
+    rows = _threads(one, names) if cur.height >= PARALLEL_ROWS else [one(c) for c in names]
     p_values = np.array([r["p_value"] for r in rows])
     q_values = stats.false_discovery_control(p_values, method="bh") if len(rows) else p_values
     alpha = profile.params.alpha

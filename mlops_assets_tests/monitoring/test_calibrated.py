@@ -191,3 +191,12 @@ def test_settings_validate_the_drift_parameters() -> None:
         with pytest.raises(ValidationError) as err:
             MonitoringSettings(**bad)
         assert next(iter(bad)) in str(err.value)
+
+
+def test_a_window_without_dates_is_measured_in_reference_dates(garch: pl.DataFrame) -> None:
+    """Served requests carry no date: their length is their rows over the reference's rows per date."""
+    reference = garch.filter(pl.col("date") < 1500).drop("symbol")  # 3 rows per date
+    served = garch.filter(pl.col("date").is_between(2000, 2039)).drop("symbol", "date")  # 120 rows
+    verdict = drift_verdict(reference, served, ["ret", "ret_5d", "vol_20d"], compare=False)
+    assert verdict.calibrated is not None and verdict.calibrated.window_days == 40
+    assert verdict.calibrated.n_current == 120
