@@ -4,7 +4,9 @@
 2. the new model version's partition and ``evaluate_model_job`` for it (what ``model_version_sensor``
    does when the daemon runs): evaluation report, compliance gate, ``staging`` alias;
 3. every template of the prompt library as a partition and ``prompt_evaluation_job`` for each (what
-   ``prompt_library_sensor`` does): registered in the MLflow prompt registry and evaluated.
+   ``prompt_library_sensor`` does): registered in the MLflow prompt registry and evaluated;
+4. after the result, ``defs.platform.demo_llm_chain_and_kpis``: the LLM chain (``llm_chain``) when an LLM
+   key is configured and its prompt approved (else what is missing), then ``platform_kpis_job``.
 
 Runs go through ``execute_in_process`` against ``DagsterInstance.get()``, so they show in the UI's
 run history afterwards (``make dev``).
@@ -23,6 +25,7 @@ import dagster as dg
 from dagster._core.errors import DagsterAssetCheckFailedError
 
 from mlops_assets.defs.models import MODEL_VERSIONS
+from mlops_assets.defs.platform import demo_llm_chain_and_kpis
 from mlops_assets.defs.prompts import PROMPT_TEMPLATES
 from mlops_assets.defs.recovery import recover_crashed_runs
 
@@ -105,7 +108,7 @@ def main() -> int:
 
     instance = dg.DagsterInstance.get()
     recover_crashed_runs(instance, echo=print)  # a run killed earlier would hold the warehouse pool for ever
-    return run_demo(defs, instance)
+    return max(run_demo(defs, instance), demo_llm_chain_and_kpis(defs, instance))  # then the LLM chain, KPIs
 
 
 def run_demo(defs: dg.Definitions, instance: dg.DagsterInstance, echo: Callable[[str], None] = print) -> int:

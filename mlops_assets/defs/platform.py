@@ -2,7 +2,13 @@
 
 - ``llm_usage_summary``: the inference app's LLM usage log (``$MLOPS_HOME/serving/llm``) summarised
   per template version — calls, success rate, latency p50/p95/p99, tokens, flagged answers — as a
-  warehouse table.
+  warehouse table. Downstream of ``llm_chain``: the log is what the served chain wrote.
+- lineage of the KPIs: ``platform_kpis`` depends on what it measures — the feature catalog, the
+  evaluation reports (``model_evaluation``), the prompt evaluations, the production model and the
+  LLM usage.
+
+:func:`demo_llm_chain_and_kpis` is the demo's last step: the chain when an LLM endpoint is configured
+and its prompt approved (else what is missing), then one point of every KPI.
 - ``platform_kpis``: the KPIs (shared features in use, time to first use, metadata completeness,
   retraining cadence, evaluations and explanations per release, prompt approval lead time, policy
   violations caught, LLM service figures) appended to the warehouse table ``platform_kpis_history``,
@@ -15,15 +21,19 @@ import dagster as dg
 import polars as pl
 
 from mlops_assets.defs.common import OWNER_LLM, OWNER_RISK, markdown_table, png_markdown, table_schema
+from mlops_assets.defs.prompts import llm_chain, prompt_evaluations
 from mlops_assets.defs.resources import WAREHOUSE_POOL, PlatformResource
 
 FEATURE_CATALOG = dg.AssetKey("feature_catalog")
+MODEL_EVALUATION = dg.AssetKey("model_evaluation")
+PRODUCTION_MODEL = dg.AssetKey("production_model")
 KPI_HISTORY_TABLE = "platform_kpis_history"
 TREND_KPIS = ("share_versions_complete_metadata", "share_versions_using_shared_features",
               "retraining_cadence_kept", "share_releases_with_explanations", "llm_success_rate")
 
 
 @dg.asset(
+    deps=[llm_chain],
     group_name="platform",
     owners=[OWNER_LLM],
     kinds={"polars", "duckdb"},
@@ -70,7 +80,7 @@ def _trend_png(history: pl.DataFrame) -> bytes | None:
 
 
 @dg.asset(
-    deps=[llm_usage_summary, FEATURE_CATALOG],
+    deps=[llm_usage_summary, FEATURE_CATALOG, MODEL_EVALUATION, prompt_evaluations, PRODUCTION_MODEL],
     group_name="platform",
     owners=[OWNER_RISK],
     kinds={"mlflow", "duckdb", "polars"},
@@ -119,3 +129,59 @@ platform_schedule = dg.ScheduleDefinition(
 
 defs = dg.Definitions(assets=[llm_usage_summary, platform_kpis], jobs=[platform_kpis_job],
                       schedules=[platform_schedule])
+
+
+def demo_llm_chain_and_kpis(defs: dg.Definitions, instance: dg.DagsterInstance, echo=print,
+                            template_id: str | None = None) -> int:
+    """The demo's last step: deploy the LLM chain (``llm_chain_job``) when an LLM endpoint is configured
+    and its prompt version is approved, else say what is missing; then ``platform_kpis_job``.
+
+    Returns 1 when one of these runs failed (the platform's own failure), 0 otherwise; a prompt that
+    is not approved yet is not a failure (approval is a person's act).
+    """
+    from mlops_assets.models.llm import LLMModelConfig
+    from mlops_assets.models.llm_registry import chain_prompt_state
+    from mlops_assets.settings import get_settings
+
+    s, failed = get_settings(), 0
+    template_id = template_id or LLMModelConfig().prompt_id
+    echo("")
+    echo("== LLM chain and platform KPIs ==")
+    if s.llm.api_key is None:
+        echo(f"LLM chain: not deployed: OPENAI_API_KEY (setting llm.api_key) is not set. Set it (and "
+             f"OPENAI_BASE_URL for a local OpenAI-compatible server), approve the prompt, then run "
+             f"`mlops prompts deploy-chain {template_id}` (docs/api.md, POST /invoke)")
+    else:
+        version, state = chain_prompt_state(s, template_id)
+        if state != "APPROVED":
+            echo(f"LLM chain: waits for approval: prompt {template_id} {version} is {state}; a reviewer "
+                 f"other than its owner and submitter runs `mlops approve prompt {template_id} {version} "
+                 f"--comment '...'`, then `mlops prompts deploy-chain {template_id}` (or `make demo` again)")
+        else:
+            result = defs.resolve_job_def("llm_chain_job").execute_in_process(
+                instance=instance, raise_on_error=False,
+                run_config={"ops": {"llm_chain": {"config": {"template_id": template_id}}}})
+            meta = _materialized(result, "llm_chain")
+            if result.success:
+                echo(f"LLM chain: {meta['model_name']}@{meta['alias']} serves chain version "
+                     f"{meta['chain_version']} with prompt {meta['prompt']}; POST /invoke after `make serve`")
+            else:
+                echo("LLM chain: llm_chain_job failed; see the run in the Dagster UI (make dev)")
+                failed = 1
+    result = defs.resolve_job_def("platform_kpis_job").execute_in_process(instance=instance,
+                                                                        raise_on_error=False)
+    if result.success:
+        values = _materialized(result, "platform_kpis")["values"]
+        echo(f"platform KPIs: {len(values)} measures appended to {KPI_HISTORY_TABLE}: "
+             + ", ".join(f"{k}={v}" for k, v in list(values.items())[:4]) + ", ...")
+    else:
+        echo("platform KPIs: platform_kpis_job failed; see the run in the Dagster UI (make dev)")
+        failed = 1
+    return failed
+
+
+def _materialized(result: dg.ExecuteInProcessResult, asset: str) -> dict:
+    for event in result.get_asset_materialization_events():
+        if event.asset_key.to_user_string() == asset:
+            return {k: v.value for k, v in event.materialization.metadata.items()}
+    return {}

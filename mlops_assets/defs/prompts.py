@@ -13,6 +13,14 @@ gets a partition, and each template whose content hash changed gets one run of
   per risk-level thresholds: ``static_checks``, ``toxicity``, ``groundedness``, ``golden_quality``.
 
 Approval is a person's act (``mlops approve prompt ...``); it moves ``prompts:/<id>@production``.
+
+- ``llm_chain``: the LangGraph chain behind ``/invoke`` (``models.llm_registry.deploy_chain``, the same
+  domain function as ``mlops prompts deploy-chain``): registered with an APPROVED prompt version and
+  given its serving alias; refused while the prompt version is not approved.
+
+The sensor also skips a template whose current content the latest ``prompt_evaluations``
+materialization of its partition already evaluated (e.g. by ``make demo``), so a fresh sensor cursor
+does not evaluate the whole library again.
 """
 
 import json
@@ -247,6 +255,17 @@ prompt_evaluation_job = dg.define_asset_job(
 )
 
 
+def evaluated_content_hash(instance: dg.DagsterInstance, template_id: str) -> str | None:
+    """The content hash the latest ``prompt_evaluations`` materialization of ``template_id`` evaluated."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=prompt_evaluations.key, asset_partitions=[template_id]), limit=1,
+    ).records
+    if not records:
+        return None
+    value = records[0].asset_materialization.metadata.get("content_hash")
+    return None if value is None else str(value.value)
+
+
 @dg.sensor(job=prompt_evaluation_job, minimum_interval_seconds=30,
            default_status=dg.DefaultSensorStatus.RUNNING,
            description="Watches the prompt library: a new template gets a partition, and every template "
@@ -258,7 +277,8 @@ def prompt_library_sensor(context: dg.SensorEvaluationContext, platform: Platfor
     for problem in scan.problems:
         context.log.warning(f"prompt library: {problem}")
     previous = json.loads(context.cursor) if context.cursor else {}
-    changed = changed_templates(previous, scan.hashes)
+    changed = [tid for tid in changed_templates(previous, scan.hashes)
+               if evaluated_content_hash(context.instance, tid) != scan.hashes[tid]]
     known = set(context.instance.get_dynamic_partitions(PROMPT_TEMPLATES.name))
     new = sorted(set(scan.hashes) - known)
     requests = [dg.RunRequest(run_key=f"{tid}:{scan.hashes[tid]}", partition_key=tid,
@@ -272,5 +292,58 @@ def prompt_library_sensor(context: dg.SensorEvaluationContext, platform: Platfor
     )
 
 
-defs = dg.Definitions(assets=[prompt_templates, prompt_evaluations], jobs=[prompt_evaluation_job],
-                      sensors=[prompt_library_sensor])
+class LLMChainConfig(dg.Config):
+    """Which template the chain serves; the version must be APPROVED (default: the one in production)."""
+
+    template_id: str = "market_narrative"
+    version: str | None = None
+    deployed_by: str = "dagster"
+
+
+@dg.asset(
+    deps=[prompt_evaluations],
+    group_name="prompts",
+    owners=[OWNER_LLM],
+    kinds={"mlflow", "openai"},
+    description=(
+        "The LangGraph chain the inference app serves at /invoke (online features -> the approved prompt -> "
+        "an OpenAI-compatible model -> toxicity and numeric-groundedness checks): a models-from-code MLflow "
+        "version of `llm.llm_model_name` registered with an APPROVED prompt version and given the serving "
+        "alias through the alias mover, with the prompt approval as evidence in the deployment record. "
+        "Refused while the prompt version is not approved. Same as `mlops prompts deploy-chain TEMPLATE_ID`."
+    ),
+)
+def llm_chain(context: dg.AssetExecutionContext, config: LLMChainConfig,
+              platform: PlatformResource) -> dg.MaterializeResult:
+    from mlops_assets.errors import Conflict
+    from mlops_assets.models.llm_registry import deploy_chain
+
+    s = platform.settings
+    try:
+        d = deploy_chain(s, config.template_id, config.version, actor=config.deployed_by)
+    except Conflict as exc:
+        raise dg.Failure(description=str(exc)) from None
+    return dg.MaterializeResult(metadata={
+        "model_name": d.model_name,
+        "chain_version": d.version,
+        "alias": d.alias,
+        "previous_version": d.previous_version or "none",
+        "registered_now": d.registered,
+        "prompt": f"{d.prompt_id} {d.prompt_version}",
+        "prompt_mlflow": f"prompts:/{d.prompt_id}/{d.prompt_mlflow_version}",
+        "prompt_content_hash": d.prompt_content_hash,
+        "deployment_id": d.deployment_id if d.deployment_id is not None else -1,
+        "mlflow_model": dg.MetadataValue.url(
+            f"{s.mlflow_ui_url}/#/models/{d.model_name}/versions/{d.version}"),
+        "try_it": _code_block("curl -s -X POST localhost:8080/invoke -H 'content-type: application/json' "
+                              "-d '{\"symbol\": \"SYM0001\"}'", "bash"),
+    })
+
+
+llm_chain_job = dg.define_asset_job(
+    "llm_chain_job", selection=dg.AssetSelection.assets(llm_chain),
+    description="Register the LLM chain with the APPROVED prompt version and move its serving alias.",
+)
+
+defs = dg.Definitions(assets=[prompt_templates, prompt_evaluations, llm_chain],
+                      jobs=[prompt_evaluation_job, llm_chain_job], sensors=[prompt_library_sensor])

@@ -152,6 +152,17 @@ def _default_prompt_version(settings: Any, template_id: str) -> str:
     return current_template(settings, template_id).version
 
 
+def chain_prompt_state(settings: Any, template_id: str, version: str | None = None) -> tuple[str, str]:
+    """``(version, state)`` of the prompt version :func:`deploy_chain` would serve (state ``never submitted``
+    when the governance store has no decision about it)."""
+    from mlops_assets.governance.prompt_records import KIND, open_stores
+
+    version = str(version) if version else _default_prompt_version(settings, template_id)
+    with open_stores(settings) as s:
+        decision = s.store.latest_decision(KIND, template_id, version)
+    return version, decision.state.value if decision else "never submitted"
+
+
 def deploy_chain(settings: Any, template_id: str, version: str | None = None, *, actor: str,
                  reason: str | None = None,
                  config: LLMModelConfig | Mapping[str, Any] | None = None) -> ChainDeployment:

@@ -67,6 +67,22 @@ def test_training_is_never_part_of_the_daily_refresh() -> None:
     assert dg.AssetKey("trained_model") not in refresh.asset_layer.executable_asset_keys
 
 
+def test_llm_side_lineage_runs_from_prompts_to_the_kpis() -> None:
+    """prompts -> prompt evaluations -> LLM chain -> LLM usage -> KPIs, and the KPIs hang from what they
+    measure (evaluation reports, prompt evaluations, the production model, the catalog)."""
+    graph = defs.resolve_asset_graph()
+
+    def parents(name: str) -> set[str]:
+        return {k.to_user_string() for k in graph.get(dg.AssetKey(name)).parent_keys}
+
+    path = ["prompt_templates", "prompt_evaluations", "llm_chain", "llm_usage_summary", "platform_kpis"]
+    for upstream, downstream in zip(path, path[1:]):
+        assert upstream in parents(downstream), f"{upstream} -> {downstream} is missing"
+    assert parents("platform_kpis") >= {"model_evaluation", "prompt_evaluations", "production_model",
+                                        "feature_catalog", "llm_usage_summary"}
+    assert graph.get(dg.AssetKey("llm_chain")).automation_condition is None  # deploying is never automatic
+
+
 def test_graph_matches_snapshot() -> None:
     assert SNAPSHOT.exists(), "run `python -m mlops_assets_tests.defs.test_graph` to create the snapshot"
     assert graph_snapshot() == json.loads(SNAPSHOT.read_text())

@@ -166,3 +166,86 @@ def test_usage_summary_and_kpi_history(prompts_dir: Path, instance) -> None:
     assert metadata["history_points"] == 2 and metadata["values"]["llm_calls"] == 20
     assert metadata["trend"].startswith("![KPI trend](data:image/png;base64,")
     assert len(metadata["trend"]) < 100_000
+
+
+def test_a_fresh_sensor_skips_templates_whose_content_was_already_evaluated(prompts_dir: Path,
+                                                                            instance) -> None:
+    """`make dev` after `make demo`: the sensor starts with no cursor, but the demo already evaluated the
+    library's content; only templates never evaluated (or changed since) get a run."""
+    defs = build(prompts_dir)
+    instance.add_dynamic_partitions("prompt_templates", SHIPPED)
+    demo_run = defs.resolve_job_def("prompt_evaluation_job").execute_in_process(
+        instance=instance, partition_key="risk_summary", raise_on_error=False,
+        run_config={"ops": {"prompt_evaluations": {"config": OFFLINE}}})
+    assert demo_run.success
+    sensor = defs.resolve_sensor_def("prompt_library_sensor")
+    with dg.build_sensor_context(instance=instance, definitions=defs, resources=defs.resources) as context:
+        first = sensor(context)
+    assert sorted(r.partition_key for r in first.run_requests) == ["market_narrative", "signal_explanation"]
+
+    # the same template edited after the demo is evaluated again
+    risk = prompts_dir / "risk_summary.yaml"
+    risk.write_text(risk.read_text().replace("In at most five sentences", "In at most four sentences"))
+    with dg.build_sensor_context(instance=instance, definitions=defs, resources=defs.resources,
+                                   cursor=first.cursor) as context:
+        changed = sensor(context)
+    assert [(r.partition_key, r.run_key) for r in changed.run_requests] == [
+        ("risk_summary", f"risk_summary:{content_hash(load_template(risk))}")]
+
+
+def test_llm_chain_asset_and_the_demo_step(prompts_dir: Path, instance, monkeypatch: pytest.MonkeyPatch,
+                                           fake_openai) -> None:
+    """The demo's last step: without a key it says what is missing; with one it waits for the prompt's
+    approval (the asset refuses), then deploys the chain; the KPIs are materialized every time."""
+    import os
+
+    from mlops_assets import stores
+    from mlops_assets.defs.platform import demo_llm_chain_and_kpis
+    from mlops_assets.governance.workflow import approve_prompt, submit_prompt
+    from mlops_assets.settings import get_settings
+
+    tid, chain = "defs_chain_note", "defs_chain_llm"
+    write_template(prompts_dir, template_data(tid))
+    config_path = Path(os.environ["MLOPS_CONFIG"])
+    config = yaml.safe_load(config_path.read_text())
+    config_path.write_text(yaml.safe_dump({**config, "llm": {"llm_model_name": chain}}))
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    get_settings.cache_clear()
+
+    def step() -> tuple[int, list[str]]:
+        lines: list[str] = []
+        code = demo_llm_chain_and_kpis(build(prompts_dir), instance, lines.append, template_id=tid)
+        return code, lines
+
+    code, lines = step()
+    assert code == 0 and "OPENAI_API_KEY (setting llm.api_key) is not set" in lines[2]
+    assert lines[-1].startswith("platform KPIs: ") and "platform_kpis_history" in lines[-1]
+
+    monkeypatch.setenv("OPENAI_API_KEY", FAKE_API_KEY)
+    monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
+    get_settings.cache_clear()
+    s = get_settings()
+    submit_prompt(s, tid, "1.0.0", actor="alice")
+    code, lines = step()
+    assert code == 0 and f"prompt {tid} 1.0.0 is IN_REVIEW" in lines[2]
+    assert f"mlops approve prompt {tid} 1.0.0" in lines[2]
+    refused = build(prompts_dir).resolve_job_def("llm_chain_job").execute_in_process(
+        instance=instance, raise_on_error=False,
+        run_config={"ops": {"llm_chain": {"config": {"template_id": tid}}}})
+    assert not refused.success
+    (failure,) = refused.get_step_failure_events()
+    assert "not APPROVED" in failure.step_failure_data.user_failure_data.description
+
+    approve_prompt(s, tid, "1.0.0", reviewer="bob", comment="reviewed")
+    code, lines = step()
+    assert code == 0, lines
+    assert f"{chain}@production serves chain version 1 with prompt {tid} 1.0.0" in lines[2]
+    client = stores.mlflow_client(s)
+    assert {k: str(v) for k, v in client.get_registered_model(chain).aliases.items()} == {"production": "1"}
+    event = instance.get_latest_materialization_event(dg.AssetKey("llm_chain"))
+    metadata = {k: v.value for k, v in event.asset_materialization.metadata.items()}
+    assert (metadata["chain_version"], metadata["prompt"]) == ("1", f"{tid} 1.0.0")
+    assert metadata["registered_now"] is True
+    assert FAKE_API_KEY not in str(metadata)
+    kpis = stores.warehouse(s).read_table("platform_kpis_history")
+    assert kpis["as_of"].n_unique() == 3  # one point per demo step
