@@ -107,9 +107,21 @@ def _check_kind(kind: str) -> None:
 @app.command()
 @handles_errors
 def approve(kind: Annotated[str, typer.Argument(help="model | prompt")], name: str, version: str,
-            comment: Annotated[str, typer.Option(help="why")] = "", by: By = None) -> None:
-    """Approve a version (after its checklist passes); the approval sensor then promotes it."""
+            comment: Annotated[str, typer.Option(help="why")] = "", by: By = None,
+            waive: Annotated[list[str] | None, typer.Option(
+                "--waive", help="a failing non-critical check to waive (repeatable; one --reason each)")] = None,
+            reason: Annotated[list[str] | None, typer.Option(
+                "--reason", help="why the check before it may fail (recorded and audited)")] = None) -> None:
+    """Approve a version (after its checklist passes); the approval sensor then promotes it.
+
+    ``--waive CHECK --reason TEXT`` (repeatable) approves a version that fails non-critical checks;
+    critical checks (``evaluation.critical_checks``) cannot be waived."""
     _check_kind(kind)
+    waive, reason = list(waive or []), list(reason or [])
+    if len(waive) != len(reason):
+        _fail(f"--waive/--reason: give one --reason per --waive ({len(waive)} waived, {len(reason)} reasons)")
+    if waive and kind != "model":
+        _fail("--waive: only model approvals take waivers")
     if kind == "prompt":
         from mlops_assets.governance.workflow import approve_prompt
 
@@ -118,10 +130,16 @@ def approve(kind: Annotated[str, typer.Argument(help="model | prompt")], name: s
         return
     from mlops_assets.models.promotion import approve as approve_model
 
+    from mlops_assets.models.gates import configured_role, gate_policy
+
     s, client, store = _model_context()
-    decision = approve_model(client, store, name, version, reviewer=actor(by),
-                             compliance_required=s.evaluation.compliance_required, comment=comment or None)
-    typer.echo(f"approved {name} v{version} by {decision.actor}; the approval sensor promotes it "
+    who = actor(by)
+    decision = approve_model(client, store, name, version, reviewer=who,
+                             compliance_required=s.evaluation.compliance_required, comment=comment or None,
+                             waivers=dict(zip(waive, reason)), policy=gate_policy(s),
+                             role=configured_role(s, who) if waive else None)
+    waived = f" waiving {', '.join(sorted(decision.waivers))}" if decision.waivers else ""
+    typer.echo(f"approved {name} v{version} by {decision.actor}{waived}; the approval sensor promotes it "
                f"(or run `mlops promote model {name} {version}` where no daemon runs)")
 
 
@@ -153,11 +171,13 @@ def promote(kind: Annotated[str, typer.Argument(help="model")], name: str, versi
     """Move production to an approved version directly (where no Dagster daemon runs the sensor)."""
     if kind != "model":
         _fail("KIND: only models are promoted this way; prompts move on approval")
+    from mlops_assets.models.gates import gate_policy
     from mlops_assets.models.promotion import promote as promote_model
 
     s, client, store = _model_context()
     d = promote_model(client, store, name, version, alias=s.model.production_alias, actor=actor(by), reason=reason,
-                      compliance_required=s.evaluation.compliance_required, production_alias=s.model.production_alias)
+                      compliance_required=s.evaluation.compliance_required, production_alias=s.model.production_alias,
+                      policy=gate_policy(s))
     typer.echo(f"{name}: {s.model.production_alias} -> v{d.version} (was {d.previous_version}); deployment {d.id}")
 
 
@@ -249,9 +269,25 @@ def audit_verify() -> None:
     from mlops_assets import stores
 
     v = stores.governance_store(settings()).verify_audit()
+    if not v.ok and v.first_bad_seq is None and v.head_seq is not None and "row" in (v.reason or ""):
+        _fail(f"governed rows do not match the audit log: {v.reason} ({v.entries} entries read)")
     if not v.ok:
         _fail(f"audit log broken at entry {v.first_bad_seq}: {v.reason} ({v.entries} entries read)")
-    typer.echo(f"ok: {v.entries} entries, chain and anchor verified")
+    typer.echo(f"ok: {v.entries} entries, chain and anchor verified; decisions, deployments, gate results "
+               "and registrations match their entries")
+
+
+@audit_app.command("seal-legacy")
+@handles_errors
+def audit_seal_legacy(reason: Annotated[str, typer.Option(help="why (required), e.g. the upgrade")] = "",
+                      by: By = None) -> None:
+    """Bind rows an older version wrote (no audit binding) to the chain, once, after an upgrade."""
+    from mlops_assets import stores
+
+    if not reason.strip():
+        _fail("--reason: sealing legacy rows needs a reason")
+    count = stores.governance_store(settings()).seal_legacy_rows(actor(by), reason)
+    typer.echo(f"sealed {count} legacy row(s); `mlops audit verify` checks them from now on")
 
 
 @audit_app.command("log")

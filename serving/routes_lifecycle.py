@@ -19,6 +19,7 @@ from mlflow.entities import ViewType
 
 from mlops_assets.errors import InvalidInput
 from mlops_assets.models import promotion
+from mlops_assets.models.gates import gate_policy
 from serving.auth import Identity, require
 from serving.context import ApiContext, ctx
 from serving.schemas import VERSION_NUMBER, DecisionIn, DriftEventIn, RejectIn, RollbackIn, error_responses
@@ -178,20 +179,31 @@ def get_version(name: str = NAME, version: str = VERSION, c: ApiContext = Depend
     history = [d.to_dict() for d in c.store.decision_history("model", name, version)]
     deployments = [d.to_dict() for d in c.store.list_deployments(name, limit=None) if d.version == version]
     gates = promotion.approval_checklist(c.client, c.store, name, version, reviewer="",
-                                         compliance_required=c.settings.evaluation.compliance_required)
+                                         compliance_required=c.settings.evaluation.compliance_required,
+                                         policy=gate_policy(c.settings))
     gates.pop("reviewer_is_not_registerer", None)
+    evaluation = _evaluation(c, name, version)
+    waivers = promotion.waivers_of(c.store, name, version)
+    if evaluation is not None:
+        evaluation["waivers"] = waivers.get("waivers", {})
+    recorded = {gate: r.to_dict() for gate, r in c.store.gate_results(name, version).items()}
     return {**_version(c, v), "name": name, "run": _run(run) if run else None, "decisions": history,
-            "deployments": deployments, "gates": gates, "evaluation": _evaluation(c, name, version)}
+            "deployments": deployments, "gates": gates, "gate_results": recorded, "waivers": waivers,
+            "evaluation": evaluation}
 
 
 @router.post("/models/{name}/{version}/approve", summary="Approve a version for production (approver)")
 def approve(body: DecisionIn | None = None, name: str = NAME, version: str = VERSION,
             who: Identity = APPROVER, c: ApiContext = Depends(ctx)) -> dict[str, Any]:
     comment = body.comment if body is not None else None
+    waivers = {w.check: w.reason for w in body.waivers} if body is not None else {}
+    if body is not None and len(waivers) != len(body.waivers):
+        raise HTTPException(422, "waivers: each check may be waived once")
     c.client.get_model_version(name, version)  # 404 for an unknown model or version
     decision = promotion.approve(c.client, c.store, name, version, reviewer=who.owner, comment=comment,
-                                 compliance_required=c.settings.evaluation.compliance_required)
-    return {"decision": decision.to_dict(),
+                                 compliance_required=c.settings.evaluation.compliance_required,
+                                 waivers=waivers, policy=gate_policy(c.settings), role=who.role)
+    return {"decision": decision.to_dict(), "waivers": decision.waivers or {},
             "next": "the approval sensor promotes the version after re-checking every gate"}
 
 

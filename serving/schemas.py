@@ -127,8 +127,17 @@ class Readiness(BaseModel):
 # --- management API ---------------------------------------------------------------------------------
 
 
+class WaiverIn(_Strict):
+    """A governed exception: a failing non-critical check and why it may fail."""
+
+    check: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:\-]+$")
+    reason: str = Field(min_length=1, max_length=5000)
+
+
 class DecisionIn(_Strict):
     comment: str | None = Field(None, max_length=5000)
+    waivers: list[WaiverIn] = Field(default_factory=list, max_length=50,
+                                    description="failing non-critical checks to waive (approver role or above)")
 
 
 class RejectIn(_Strict):

@@ -305,3 +305,15 @@ def sync_mirror(client: MlflowClient, store: GovernanceStore, name: str, version
                                store.registration(name, version))
     _set_tags(client, name, version, expected)
     return expected
+
+
+def configured_role(settings: Any, who: str) -> str | None:
+    """The highest role the settings' API keys (``serving.api_keys``) give ``who``, compared normalised;
+    ``""`` when keys are configured but none is ``who``'s, ``None`` when no keys are configured."""
+    keys = dict(getattr(settings.serving, "api_keys", {}) or {})
+    if not keys:
+        return None
+    ranks = {"viewer": 0, "approver": 1, "admin": 2}
+    roles = [str(v.get("role", "")).strip().lower() for v in keys.values()
+             if isinstance(v, dict) and normalize_identity(v.get("owner")) == normalize_identity(who)]
+    return max(roles, key=lambda r: ranks.get(r, -1), default="")

@@ -45,6 +45,27 @@ class Mgmt:
     versions: list[str] = field(default_factory=list)
 
 
+def _record_gates(settings: Settings, client: MlflowClient, versions: list[str],
+                  failed: dict[str, float] | None = None) -> None:
+    """Record each version's gates in the governance store, as the evaluation assets do (the store is
+    what approval and promotion read; tags are only its mirror)."""
+    from types import SimpleNamespace
+
+    from mlops_assets import stores
+    from mlops_assets.models.gates import record_compliance, record_evaluation
+
+    failed = failed or {}
+    checks = [SimpleNamespace(name="drift_share", passed="drift_share" not in failed,
+                              value=failed.get("drift_share", 0.1), threshold=0.5, message="", skipped=False)]
+    checks += [SimpleNamespace(name=c, passed=False, value=v, threshold=0.5, message=f"{c}={v}", skipped=False)
+               for c, v in failed.items() if c != "drift_share"]
+    report = SimpleNamespace(passed=not failed, task_type="binary", checks=checks)
+    store = stores.governance_store(settings)
+    for version in versions:
+        record_evaluation(client, store, NAME, version, "test_auc", 0.7, 0.5)
+        record_compliance(client, store, NAME, version, report)
+
+
 def _copy_versions(world: World, name: str) -> list[str]:
     """v1, v2, v1 of the session model registered again under ``name`` (no training), gate passed."""
     return [copy_version(world, name, src, **{T.TAG_EVALUATION_PASSED: "true"})
@@ -60,6 +81,7 @@ def mgmt(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mgm
     settings.ensure_dirs()
     client = world.client()
     versions = _copy_versions(world, NAME)
+    _record_gates(settings, client, versions)
     with ThreadedServer(create_app(settings)) as server:
         yield Mgmt(server.url, settings, client, dagster, versions)
     dagster.server.shutdown()
