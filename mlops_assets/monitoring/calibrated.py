@@ -32,9 +32,17 @@ Here "normal" is measured. For each feature:
 3. **p-value** ``(1 + #{null >= observed}) / (1 + n_draws)`` per feature, then the Benjamini-Hochberg
    step-up across features (``scipy.stats.false_discovery_control``): a feature is *significant* when
    its adjusted q-value is ``<= alpha``. Under no drift at all, the chance that any feature is flagged is
-   at most ``alpha`` (BH controls the family-wise error under the global null).
+   at most ``alpha`` (BH controls the family-wise error under the global null, for independent or
+   positively dependent p-values, as features of one market are).
 4. **Dataset drift** when the share of significant features is ``>= threshold_share``
    (``monitoring.drift_share_threshold``).
+
+Limits: a history of ``T`` dates holds about ``T / window_days`` independent windows, so p-values below
+that resolution rest on the history's most extreme stretches. Over independent GARCH(1,1) panels the
+dataset verdict's false-alarm rate after the reference stays within ``alpha``
+(``mlops_assets_tests/monitoring/test_calibrated.py``), but a single series whose later years hold a
+volatility regime its reference never saw is flagged more often: that is drift relative to what the
+model was trained on, which is what the verdict is for.
 
 The null depends on the reference, the window length and the parameters, never on the current window,
 so it is built once into a :class:`CalibratedProfile` and cached on disk (``<cache_dir>/<key>.npz``,
