@@ -240,6 +240,9 @@ def test_governance_bypass_attempts_are_refused_or_detected(stack, services, tmp
     with fresh_database(services, "bypass_t") as url:
         store = GovernanceStore(url, load_or_create_key(tmp_path / "audit.key"), anchor_path=tmp_path / "audit.head")
         try:
+            from mlops_assets.models.gates import record_evaluation
+
+            record_evaluation(client, store, name, version, "test_auc", 0.7, 0.5)  # the gate, recorded in the store
             with pytest.raises(PromotionRefused, match="not approved"):
                 promote(client, store, name, version, alias="production", actor="mallory", compliance_required=False)
             with pytest.raises(PromotionRefused, match="reviewer_is_not_registerer"):
