@@ -56,7 +56,7 @@ def _build_home(home: Path, config: Path) -> dict:
     v2 = str(client.create_model_version(MODEL, src.source, run_id=src.run_id, tags=src.tags,
                                          model_id=src.source.rsplit("/", 1)[-1]).version)
     for version in (v1.version, v2):
-        apply_gate(client, MODEL, version, "test_auc", 0.7, 0.5)
+        apply_gate(client, MODEL, version, "test_auc", 0.7, 0.5, store=store)
     approve(client, store, MODEL, v1.version, reviewer="bob", compliance_required=False)
     promote(client, store, MODEL, v1.version, alias="production", actor="bob", compliance_required=False)
     client.set_registered_model_alias(MODEL, "staging", v2)
