@@ -192,7 +192,8 @@ def prepare(home: Path, tracking_uri: str | None = None, model: str = MODEL, pol
         registered = train_and_register(
             data, features, {"hidden_sizes": hidden, "max_epochs": 1, "batch_size": 256, "seed": seed},
             settings.mlflow_tracking_uri, f"{model}-load", model, lineage, artifact_location=location)
-        apply_gate(client, model, registered.version, "test_auc", registered.metrics.get("test_auc"), 0.0)
+        apply_gate(client, model, registered.version, "test_auc", registered.metrics.get("test_auc"), 0.0,
+                   store=store)
         approve(client, store, model, registered.version, reviewer=REVIEWER, compliance_required=False)
         versions.append(str(registered.version))
     promote(client, store, model, versions[0], alias="production", actor=REVIEWER, reason="load test start",
