@@ -36,7 +36,6 @@ from mlops_assets.governance.prompts import (
     template_files,
 )
 from mlops_assets.errors import NotFound
-from mlops_assets.governance.records import GovernanceError
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient

@@ -19,7 +19,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from mlops_assets import stores
 from mlops_assets.errors import Conflict, FieldError, Forbidden, InvalidInput, NotFound
 from mlops_assets.settings import Settings
-from mlops_assets_tests.serving.conftest import KEYS, FakeDagster, ThreadedServer, World, copy_version, wait_until
+from mlops_assets_tests.serving.conftest import (
+    KEYS,
+    FakeDagster,
+    ThreadedServer,
+    World,
+    copy_version,
+    wait_until,
+)
 
 pytestmark = pytest.mark.xdist_group("serving")
 ADMIN = {"X-API-Key": next(k for k, v in KEYS.items() if v["role"] == "admin")}

@@ -15,6 +15,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+
 import httpx
 import pytest
 
@@ -45,7 +46,7 @@ CHECKS = ("not_a_server_error", "status_code_conformance", "content_type_conform
 def _fuzz(url: str, tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
     cmd = [ST, "run", f"{url}/openapi.json", "--checks", ",".join(CHECKS), "--max-examples", "5",
            "--generation-deterministic", "--phases", "examples,coverage,fuzzing", "--request-timeout", "30",
-           "--max-failures", "20", "--max-time", "150", *extra]
+           "--max-failures", "20", "--max-time", "120", *extra]
     env = {**os.environ, "NO_COLOR": "1", "SCHEMATHESIS_HOOKS": ""}
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
 
