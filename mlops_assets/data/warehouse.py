@@ -9,14 +9,18 @@ columns can swap and a failed insert leaves an empty table. ``defs/resources.py`
 
 DuckDB lets one process hold the file at a time; connections here are short-lived and retried
 while another process holds the lock, and Dagster's concurrency pool keeps runs from contending.
+Read-write connections can come from a factory (``write_connection``: the Dagster layer passes
+dagster-duckdb's ``DuckDBResource.get_connection``, so this module stays dagster-free); reads always
+open here, read-only, which that resource cannot do (see docs/architecture.md, "Packages").
 """
 
 from __future__ import annotations
 
 import re
+import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -31,6 +35,9 @@ _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # analysis and gain little on computed features (returns and ratios are not decimal-like): on the 10M-row
 # feature views ~25% less write time for ~14% more disk. Raw prices (decimal-like) keep "default".
 COMPRESSION: dict[str, str] = {"default": "", "fast": "alp,alprd,fsst"}
+
+# Opens a read-write connection to the warehouse file (e.g. ``DuckDBResource.get_connection``).
+ConnectionFactory = Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]]
 
 
 class WarehouseError(RuntimeError):
@@ -99,6 +106,9 @@ class Warehouse:
     # machine two threads write 10M feature rows ~15% faster than one (quiet machine) for ~50% more
     # CPU; 1 is the better choice where many runs share few cores (``data.warehouse_threads``).
     write_threads: int = 0
+    # Where read-write connections come from; None: opened here with the lock retry below. The
+    # factory opens ``path`` and owns its connection settings (threads); compression is set here.
+    write_connection: ConnectionFactory | None = None
 
     @contextmanager
     def connect(self, read_only: bool = False, compression: str = "default") -> Iterator[duckdb.DuckDBPyConnection]:
@@ -108,6 +118,11 @@ class Warehouse:
         if read_only and not path.exists():
             raise WarehouseError(f"{path}: the warehouse does not exist yet; materialize raw_market_data first")
         path.parent.mkdir(parents=True, exist_ok=True)
+        if not read_only and self.write_connection is not None:
+            with self._factory_connection(path) as con:
+                self._write_settings(con, compression)
+                yield con
+            return
         deadline = time.monotonic() + self.lock_timeout_s
         delay = 0.05
         while True:
@@ -120,13 +135,36 @@ class Warehouse:
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
         try:
-            if not read_only and self.write_threads:
-                con.execute(f"SET threads = {int(self.write_threads)}")
-            if not read_only and COMPRESSION[compression]:
-                con.execute(f"SET disabled_compression_methods = '{COMPRESSION[compression]}'")
+            if not read_only:
+                if self.write_threads:
+                    con.execute(f"SET threads = {int(self.write_threads)}")
+                self._write_settings(con, compression)
             yield con
         finally:
             con.close()
+
+    @contextmanager
+    def _factory_connection(self, path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+        try:
+            opened = self.write_connection()
+            con = opened.__enter__()
+        except duckdb.Error as exc:
+            raise WarehouseError(f"{path}: cannot open the warehouse: {exc}") from exc
+        try:
+            yield con
+        except BaseException:
+            # close before the error leaves: DuckDBResource closes only on success, so a failed write
+            # would keep the file locked for other processes as long as the traceback lives
+            con.close()
+            if not opened.__exit__(*sys.exc_info()):
+                raise
+        else:
+            opened.__exit__(None, None, None)
+
+    @staticmethod
+    def _write_settings(con: duckdb.DuckDBPyConnection, compression: str) -> None:
+        if COMPRESSION[compression]:
+            con.execute(f"SET disabled_compression_methods = '{COMPRESSION[compression]}'")
 
     # -- reads ---------------------------------------------------------------------------------
     def table_schema(self, table: str, con: duckdb.DuckDBPyConnection | None = None) -> dict[str, str]:

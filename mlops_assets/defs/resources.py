@@ -1,17 +1,22 @@
 """Dagster resources, built from the one Settings object.
 
+- ``duckdb``: dagster-duckdb's ``DuckDBResource`` on the warehouse file (``connection_config``:
+  threads from Settings), configurable at launch. The IO manager and ``PlatformResource`` depend on
+  it, so both open the same file; their writes get its connections. Reads open read-only through
+  :class:`~mlops_assets.data.warehouse.Warehouse`, which the resource cannot (docs/architecture.md,
+  "Packages").
 - ``WarehouseIOManager``: reads and writes polars frames in the DuckDB warehouse through
   :class:`mlops_assets.data.warehouse.Warehouse` (one transaction per table, by column name, after
   comparing schemas) instead of the stock dagster-duckdb handler (delete, then positional insert).
 - ``PlatformResource``: the paths and stores the assets share (MLflow, governance, online dir).
 """
 
-from __future__ import annotations
-
+# no `from __future__ import annotations`: Dagster reads ResourceDependency from the live annotations
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
+from dagster_duckdb import DuckDBResource
 
 from mlops_assets import stores
 from mlops_assets.data.warehouse import Warehouse
@@ -32,15 +37,26 @@ def table_for(context: dg.OutputContext | dg.InputContext) -> str:
     return str(table) if table else "_".join(context.asset_key.path)
 
 
+def warehouse_on(duckdb: DuckDBResource) -> Warehouse:
+    """The warehouse in ``duckdb.database``: writes on the resource's connections, reads read-only."""
+    return Warehouse(Path(duckdb.database), write_connection=duckdb.get_connection)
+
+
+def duckdb_resource(settings: Settings):
+    """The ``duckdb`` resource: the warehouse file and threads from Settings, changeable at launch."""
+    threads = settings.data.warehouse_threads
+    return DuckDBResource.configure_at_launch(
+        database=str(settings.warehouse_path), connection_config={"threads": threads} if threads else {})
+
+
 class WarehouseIOManager(dg.ConfigurableIOManager):
     """Polars frames in DuckDB, one table per asset (``warehouse/table`` metadata overrides the name)."""
 
-    path: str
-    write_threads: int = 0  # DuckDB threads for writes (Settings data.warehouse_threads; 0: one per core)
+    duckdb: dg.ResourceDependency[DuckDBResource]
 
     @property
     def warehouse(self) -> Warehouse:
-        return Warehouse(Path(self.path), write_threads=self.write_threads)
+        return warehouse_on(self.duckdb)
 
     def handle_output(self, context: dg.OutputContext, obj: pl.DataFrame | None) -> None:
         if obj is None:
@@ -86,6 +102,8 @@ class PlatformResource(dg.ConfigurableResource):
     experiment_name: str | None = None
     openai_api_key: str | None = None
     openai_base_url: str | None = None
+    # the warehouse the IO manager writes (the ``duckdb`` resource); None: the one under ``home``
+    duckdb: dg.ResourceDependency[DuckDBResource | None] = None
 
     @property
     def settings(self) -> Settings:
@@ -93,7 +111,7 @@ class PlatformResource(dg.ConfigurableResource):
 
     @property
     def warehouse(self) -> Warehouse:
-        return stores.warehouse(self.settings)
+        return warehouse_on(self.duckdb) if self.duckdb is not None else stores.warehouse(self.settings)
 
     def governance(self):
         return stores.governance_store(self.settings)
@@ -127,10 +145,12 @@ def settings_with_overrides(base: Settings, resource: PlatformResource) -> Setti
 
 def build_resources(settings: Settings) -> dict[str, object]:
     settings.ensure_dirs()
+    duckdb = duckdb_resource(settings)
     return {
-        "io_manager": WarehouseIOManager(
-            path=str(settings.warehouse_path), write_threads=settings.data.warehouse_threads),
+        "duckdb": duckdb,
+        "io_manager": WarehouseIOManager(duckdb=duckdb),
         "platform": PlatformResource(
+            duckdb=duckdb,
             home=str(settings.home),
             tracking_uri=settings.tracking_uri,
             governance_url=settings.governance_url,

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import polars as pl
 import pytest
@@ -78,3 +82,45 @@ def test_fast_compression_skips_alp_and_fsst_and_keeps_the_data(tmp_path: Path) 
     with pytest.raises(WarehouseError, match="compression: 'tiny'"):
         wh.write_table("quick", df.head(3), compression="tiny")
     assert wh.read_table("quick").height == n  # the bad call changed nothing
+
+
+def _other_process_can_open(path: Path) -> bool:
+    code = f"import duckdb; duckdb.connect({str(path)!r}, read_only=True).close()"
+    return subprocess.run([sys.executable, "-c", code], check=False, capture_output=True).returncode == 0
+
+
+def test_writes_use_the_connection_factory_and_reads_stay_read_only(tmp_path: Path) -> None:
+    path = tmp_path / "w.duckdb"
+    opened: list[duckdb.DuckDBPyConnection] = []
+
+    @contextmanager
+    def factory():  # shaped like DuckDBResource.get_connection: closes only when the block succeeds
+        con = duckdb.connect(str(path), config={"threads": 1})
+        opened.append(con)
+        yield con
+        con.close()
+
+    wh = Warehouse(path, write_connection=factory)
+    df = pl.DataFrame({"symbol": ["A", "B"], "x": [1.0, 2.0]})
+    wh.write_table("t", df, key_columns=("symbol",), compression="fast")
+    wh.append_rows("h", df)
+    assert len(opened) == 2  # every write came from the factory
+    assert wh.read_table("t").sort("symbol").equals(df) and wh.list_tables() == ["h", "t"]
+    assert len(opened) == 2  # reads did not
+    with wh.connect(read_only=True) as con, pytest.raises(duckdb.Error, match="read-only"):
+        con.execute("CREATE TABLE nope AS SELECT 1")
+    # a failed write is rolled back and its connection closed before the error leaves, although the
+    # factory itself closes only on success: another process can open the file while the error lives
+    with pytest.raises(WarehouseError, match="duplicate key") as failed:
+        wh.write_table("t", pl.concat([df, df]), key_columns=("symbol",))
+    assert failed.value is not None and len(opened) == 3
+    assert _other_process_can_open(path)
+    assert wh.read_table("t").sort("symbol").equals(df)
+
+
+def test_a_factory_that_cannot_open_raises_a_warehouse_error(tmp_path: Path) -> None:
+    path = tmp_path / "w.duckdb"
+    path.write_bytes(b"not a duckdb file" * 100)
+    wh = Warehouse(path, write_connection=lambda: duckdb.connect(str(path)))
+    with pytest.raises(WarehouseError, match="cannot open the warehouse"):
+        wh.write_table("t", pl.DataFrame({"a": [1]}))
