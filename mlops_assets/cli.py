@@ -195,10 +195,12 @@ def rollback(kind: Annotated[str, typer.Argument(help="model | prompt")], name: 
 
         echo_json(rollback_prompt(settings(), name, to, actor=actor(by), reason=reason).to_dict())
         return
+    from mlops_assets.models.gates import gate_policy
     from mlops_assets.models.promotion import rollback as rollback_model
 
     s, client, store = _model_context()
-    d = rollback_model(client, store, name, to, alias=s.model.production_alias, actor=actor(by), reason=reason)
+    d = rollback_model(client, store, name, to, alias=s.model.production_alias, actor=actor(by), reason=reason,
+                       compliance_required=s.evaluation.compliance_required, policy=gate_policy(s))
     typer.echo(f"{name}: {s.model.production_alias} rolled back to v{d.version} (was {d.previous_version}); "
                f"deployment {d.id}")
 

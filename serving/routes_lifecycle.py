@@ -220,7 +220,8 @@ def rollback(body: RollbackIn, name: str = NAME, who: Identity = APPROVER,
              c: ApiContext = Depends(ctx)) -> dict[str, Any]:
     alias = body.alias or c.settings.model.production_alias
     deployment = promotion.rollback(c.client, c.store, name, body.to_version, alias, actor=who.owner,
-                                    reason=body.reason)
+                                    reason=body.reason, policy=gate_policy(c.settings),
+                                    compliance_required=c.settings.evaluation.compliance_required)
     return {"deployment": deployment.to_dict()}
 
 

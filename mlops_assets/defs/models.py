@@ -155,12 +155,14 @@ class PromotionConfig(dg.Config):
 )
 def production_model(context: dg.AssetExecutionContext, config: PromotionConfig,
                      platform: PlatformResource) -> dg.MaterializeResult:
+    from mlops_assets.models.gates import gate_policy
     from mlops_assets.models.promotion import promote
 
     s = platform.settings
     deployment = promote(platform.mlflow_client(), platform.governance(), config.model_name, config.version,
                          alias=s.model.production_alias, actor=config.approved_by, reason=config.reason,
-                         compliance_required=s.evaluation.compliance_required)
+                         compliance_required=s.evaluation.compliance_required,
+                         production_alias=s.model.production_alias, policy=gate_policy(s))
     context.log.info(f"{config.model_name} v{config.version} is now {s.model.production_alias!r}")
     return dg.MaterializeResult(metadata={
         "model_name": config.model_name,
