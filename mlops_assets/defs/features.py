@@ -8,7 +8,7 @@ Everything downstream of raw data follows it through declarative automation; not
 import dagster as dg
 import polars as pl
 
-from mlops_assets.data.warehouse import diff_schemas, frame_schema
+from mlops_assets.data.warehouse import frame_schema
 from mlops_assets.defs.common import (
     FOLLOW_UPSTREAM,
     FOLLOW_UPSTREAM_WHEN_GATES_PASS,
@@ -78,13 +78,11 @@ def build_view_asset(view: FeatureView) -> dg.AssetsDefinition:
               market: pl.DataFrame) -> dg.Output[pl.DataFrame]:
         result = compute_view(view, market)
         stored = platform.warehouse.table_schema(table_name(view))
-        if stored:
-            diff = diff_schemas(stored, frame_schema(result.df))
-            if diff.removed or diff.retyped:
-                raise dg.Failure(description=(
-                    f"{view.name} v{view.version} would change the schema of {table_name(view)} "
-                    f"({diff.describe()}) without a major version bump; bump the major version so it gets "
-                    "its own table (models trained on the old one keep working). Nothing was written."))
+        violations = lock.check_table_write(stored, frame_schema(result.df), view) if stored else []
+        if violations:
+            raise dg.Failure(description=(
+                f"{table_name(view)} not written (models trained on it keep working): "
+                + "; ".join(v.message for v in violations)))
         for feature, reason in result.skipped:
             context.log.warning(f"{view.name}: feature {feature!r} left out: {reason}")
         skipped = {f: r for f, r in result.skipped}

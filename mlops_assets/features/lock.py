@@ -98,6 +98,17 @@ def check_schema_change(
     return violations
 
 
+def check_table_write(stored: dict[str, str], computed: dict[str, str], view: FeatureView) -> list[Violation]:
+    """Violations of writing ``computed`` into the view's existing table (``stored`` is its schema).
+
+    The table belongs to the view's major version, so this is :func:`check_schema_change` with the
+    stored rows as the same version: a removed or retyped column always needs a major bump (a new
+    table); an added column is left to the lock file's check of the declared version.
+    """
+    return [v for v in check_schema_change(stored, view.version, computed, view.version, view.name)
+            if v.kind != "added"]
+
+
 def definition_hash(view: FeatureView) -> str:
     """One hash of every feature's definition hash (expression, inputs, dtype), in order."""
     joined = "".join(f"{f.name}={f.definition_hash};" for f in view.features)

@@ -114,3 +114,23 @@ def test_bad_source_file_fails_with_a_readable_message(small_home: Path, monkeyp
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     assert "bad.csv" in failure.event_specific_data.error.message
     assert "close" in failure.event_specific_data.error.message
+
+
+def test_a_view_retyped_without_a_major_bump_refuses_to_write_its_table(materialized) -> None:
+    from mlops_assets.defs.features import build_view_asset
+
+    home, defs, first = materialized
+    assert first.success
+    view = FEATURE_VIEWS[0]
+    table = f"fv_{view.name}_v{view.version.split('.')[0]}"
+    before = Warehouse(home / "warehouse.duckdb").read_table(table)
+    retyped = replace(view, features=tuple(
+        replace(f, dtype=pl.Float32()) if f.name == "ret_5d" else f for f in view.features))
+    asset = build_view_asset(retyped)
+    raw = next(a for a in defs.assets if isinstance(a, dg.AssetsDefinition) and a.key == dg.AssetKey("raw_market_data"))
+    result = dg.materialize([asset, raw.to_source_asset()], resources=defs.resources, raise_on_error=False)
+    assert not result.success
+    failure = result.get_step_failure_events()[0].step_failure_data.user_failure_data
+    assert "ret_5d" in failure.description and "major version bump" in failure.description
+    assert f"{table} not written" in failure.description
+    assert Warehouse(home / "warehouse.duckdb").read_table(table).equals(before)  # nothing was written
