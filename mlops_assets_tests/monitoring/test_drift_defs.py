@@ -62,7 +62,7 @@ def test_drift_report_shows_both_verdicts_and_reuses_the_profile(instance, small
 def api(small_home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[httpx.Client]:
     from mlops_assets.settings import get_settings
     from mlops_assets_tests.serving.conftest import ThreadedServer
-    from serving.api import create_app
+    from serving.management.main import create_app
 
     monkeypatch.setenv("MLOPS_CONFIG", str(write_config(small_home, {"serving": {"api_keys": KEYS}})))
     get_settings.cache_clear()

@@ -202,7 +202,7 @@ def test_serving_starts_without_its_model_store_and_becomes_ready_when_it_is_rea
                     MLFLOW_MODEL_NAME=stack.model_name, MLFLOW_MODEL_STAGE="production", MLOPS_GOVERNANCE_URL=None,
                     DAGSTER_HOME=None)
     serving_version = str(stack.client().get_model_version_by_alias(stack.model_name, "production").version)
-    with uvicorn_server("serving.main:app", env, tmp_path / "serving.log") as server:
+    with uvicorn_server("serving.inference.main:app", env, tmp_path / "serving.log") as server:
         wait_until(lambda: ready_state(server.url)[0] == 503, timeout=120, what="the app answering not ready")
         time.sleep(2 * stack.settings.serving.poll_seconds + 1.0)  # several failed polls
         status, state = ready_state(server.url)

@@ -105,7 +105,7 @@ def test_two_workers_answer_alike_and_swap_within_a_poll_after_promotion(stack, 
     client, store = stack.client(), stack.store()
     v1 = str(client.get_model_version_by_alias(stack.model_name, "production").version)
     (v2,) = [v for v in stack.versions if v != v1]
-    with uvicorn_server("serving.main:app", env, tmp_path / "inference.log", workers=2) as server:
+    with uvicorn_server("serving.inference.main:app", env, tmp_path / "inference.log", workers=2) as server:
         wait_until(lambda: ready_state(server.url)[0] == 200, timeout=180, what="a ready worker")
         answers: list[dict] = []
 

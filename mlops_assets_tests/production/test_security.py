@@ -99,7 +99,7 @@ def serving_run(stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ser
     env = child_env(**stack.env, PROMETHEUS_MULTIPROC_DIR=None)
     run = ServingRun(tmp / "inference.log")
     limits = stack.settings.serving
-    with uvicorn_server("serving.main:app", env, run.log) as server:
+    with uvicorn_server("serving.inference.main:app", env, run.log) as server:
         wait_until(lambda: ready_state(server.url)[0] == 200, timeout=180, what="the inference app ready")
         for _ in range(20):
             run.served += predict(server.url).status_code == 200
@@ -222,7 +222,7 @@ class ThreadedServer:
 
 @pytest.fixture(scope="module")
 def management_api(stack) -> Iterator[tuple[str, Any]]:
-    from serving.api import create_app
+    from serving.management.main import create_app
 
     settings = stack.settings.model_copy(deep=True)
     settings.serving.api_keys = KEYS
@@ -299,4 +299,4 @@ def test_management_api_refuses_oversized_bodies(management_api) -> None:
     assert r.status_code == 413, (
         f"a 20 MB body to a write endpoint answered {r.status_code} after {time.monotonic() - started:.1f}s: the "
         "management API has no body-size limit (serving.max_body_bytes bounds only the inference app; FastAPI's "
-        "max_body_size= in serving/api.py create_app would add one)")
+        "max_body_size= in serving/management/main.py create_app would add one)")

@@ -219,7 +219,7 @@ def copy_version(world: World, name: str, source: RegisteredModel, alias: str | 
 @pytest.fixture()
 def inference_server(world: World) -> Iterator[ThreadedServer]:
     """The inference app on the session registry and snapshot (production = v1)."""
-    from serving.main import create_app
+    from serving.inference.main import create_app
 
     with ThreadedServer(create_app(world.settings)) as server:
         wait_ready(server.url)

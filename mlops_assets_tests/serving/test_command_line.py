@@ -1,6 +1,8 @@
-"""The apps as operators start them: ``uvicorn main:app --workers 2`` and ``uvicorn api:app`` inside
-``serving/`` (no PYTHONPATH), Prometheus multiprocess metrics summed over workers, and a promotion
-that every worker picks up within its poll interval."""
+"""The apps as operators start them: ``uvicorn serving.inference.main:app --workers 2`` and
+``uvicorn serving.management.main:app`` from the project root (no PYTHONPATH), as the Docker image
+and the manifests do; Prometheus multiprocess metrics summed over workers, and a promotion that every
+worker picks up within its poll interval. The seed's ``uvicorn main:app`` inside ``serving/`` still
+names the same app."""
 
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ def _start(args: list[str], config: Path, tmp_path: Path, name: str) -> subproce
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MLOPS_HOME")}
     env.update(MLOPS_CONFIG=str(config), PROMETHEUS_MULTIPROC_DIR=str(tmp_path / f"prom-{name}"))
     (tmp_path / f"prom-{name}").mkdir()
-    return subprocess.Popen([sys.executable, "-m", "uvicorn", *args], cwd=PROJECT_ROOT / "serving", env=env,
+    return subprocess.Popen([sys.executable, "-m", "uvicorn", *args], cwd=PROJECT_ROOT, env=env,
                             stdout=(tmp_path / f"{name}.log").open("wb"), stderr=subprocess.STDOUT,
                             start_new_session=True)
 
@@ -62,9 +64,10 @@ def test_workers_swap_within_a_poll_and_metrics_add_up(world: World, tmp_path: P
     old = copy_version(world, "cli_model", world.v1, alias="production")
     new = copy_version(world, "cli_model", world.v2)
     port, api_port = free_port(), free_port()
-    inference = _start(["main:app", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
-                       config, tmp_path, "inference")
-    api = _start(["api:app", "--host", "127.0.0.1", "--port", str(api_port)], config, tmp_path, "api")
+    inference = _start(["serving.inference.main:app", "--host", "127.0.0.1", "--port", str(port),
+                        "--workers", "2"], config, tmp_path, "inference")
+    api = _start(["serving.management.main:app", "--host", "127.0.0.1", "--port", str(api_port)],
+                 config, tmp_path, "api")
     client = Client(f"http://127.0.0.1:{port}")
     try:
         wait_ready(client.url, timeout=120)  # one worker; then both (each request is a new connection)
@@ -100,3 +103,15 @@ def test_workers_swap_within_a_poll_and_metrics_add_up(world: World, tmp_path: P
     assert logged.height == client.served
     worker_pids = {name.split("-")[-2] for name in logged["segment"]}
     assert len(worker_pids) == 2, f"expected both workers to serve, log segments came from {worker_pids}"
+
+
+def test_the_seeds_main_app_inside_serving_is_the_inference_app() -> None:
+    """``uvicorn main:app`` run inside ``serving/`` imports the shim ``serving/main.py`` as ``main``."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    code = ("import main, serving.inference.main as real; "
+            "print(main.__file__, main.app is real.app, type(main.app).__name__)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT / "serving", env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    path, same, kind = out.stdout.split()
+    assert Path(path) == PROJECT_ROOT / "serving" / "main.py" and same == "True" and kind == "InferenceApp"

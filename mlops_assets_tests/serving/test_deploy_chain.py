@@ -43,7 +43,7 @@ def _cli(*args: str):
 def test_deploy_chain_from_refusal_to_an_answer(world: World, tmp_path: Path, fake_openai, embedder,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     from mlops_assets import stores
-    from serving.main import create_app
+    from serving.inference.main import create_app
 
     prompts = tmp_path / "prompts"
     prompts.mkdir()

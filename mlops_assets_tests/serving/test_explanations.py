@@ -15,8 +15,8 @@ pytestmark = pytest.mark.xdist_group("serving")
 
 
 def test_served_prediction_is_explained_by_request_id(world: World, tmp_path: Path) -> None:
-    from serving.api import create_app as create_api
-    from serving.main import create_app as create_inference
+    from serving.management.main import create_app as create_api
+    from serving.inference.main import create_app as create_inference
 
     settings = world.settings_for(tmp_path / "home")
     world.write_snapshot(settings.online_dir)

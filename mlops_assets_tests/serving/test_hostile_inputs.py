@@ -96,7 +96,7 @@ class Api:
 
 @pytest.fixture(scope="module")
 def api(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
-    from serving.api import create_app
+    from serving.management.main import create_app
 
     dagster = FakeDagster()
     settings = world.settings_for(tmp_path_factory.mktemp("hostile_home"), dagster_graphql_url=dagster.url)
@@ -180,8 +180,8 @@ def test_status_and_body_follow_the_error_type_not_its_text() -> None:
 
 
 def test_every_error_status_in_both_documents_has_the_one_error_shape(world: World, tmp_path: Path) -> None:
-    from serving.api import create_app as create_api
-    from serving.main import create_app as create_inference
+    from serving.management.main import create_app as create_api
+    from serving.inference.main import create_app as create_inference
 
     settings = world.settings_for(tmp_path / "home")
     for app in (create_api(settings), create_inference(settings, start_background=False)):

@@ -19,7 +19,7 @@ CLIENTS = 3
 
 def test_promotion_under_load_has_no_failed_request_and_every_prediction_is_logged(
         world: World, tmp_path: Path) -> None:
-    from serving.main import create_app
+    from serving.inference.main import create_app
 
     settings = world.settings_for(tmp_path / "home", model={"name": "swap_model"})
     world.write_snapshot(settings.online_dir)

@@ -117,7 +117,7 @@ def test_fastapi_route_gives_the_same_answers_as_the_fast_path(world: World, inf
     from fastapi.testclient import TestClient
 
     from mlops_assets_tests.serving.conftest import wait_until
-    from serving.main import create_app
+    from serving.inference.main import create_app
 
     with TestClient(create_app(world.settings).fastapi) as client:
         wait_until(lambda: client.get("/ready").status_code == 200)
@@ -134,7 +134,7 @@ def test_fastapi_route_gives_the_same_answers_as_the_fast_path(world: World, inf
 def test_challenger_gets_its_share_of_traffic_and_the_variant_is_logged(world: World, tmp_path) -> None:
     from mlops_assets.monitoring.served import read_closed_segments
     from mlops_assets_tests.serving.conftest import ThreadedServer, copy_version, wait_ready
-    from serving.main import create_app
+    from serving.inference.main import create_app
 
     settings = world.settings_for(tmp_path / "home", model={"name": "ab_model"},
                                   challenger_traffic_percent=30)

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.xdist_group("serving")
 def test_invoke_answers_through_the_registered_chain(world: World, tmp_path: Path, fake_openai,
                                                       monkeypatch: pytest.MonkeyPatch,
                                                       request: pytest.FixtureRequest) -> None:
-    from serving.main import create_app
+    from serving.inference.main import create_app
 
     monkeypatch.setenv("OPENAI_API_KEY", FAKE_API_KEY)
     monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
@@ -76,7 +76,7 @@ def test_request_features_are_checked_and_need_an_approver_key(world: World, tmp
     """Request ``features`` replace the online lookup (the context the groundedness check trusts): only
     with an approver key, only the snapshot's feature names, only finite numbers; refused ones never reach
     the provider."""
-    from serving.main import create_app
+    from serving.inference.main import create_app
 
     monkeypatch.setenv("OPENAI_API_KEY", FAKE_API_KEY)
     monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)

@@ -74,7 +74,7 @@ def _copy_versions(world: World, name: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def mgmt(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mgmt]:
-    from serving.api import create_app
+    from serving.management.main import create_app
 
     dagster = FakeDagster()
     settings = world.settings_for(tmp_path_factory.mktemp("mgmt_home"), dagster_graphql_url=dagster.url)
@@ -212,7 +212,7 @@ def test_evaluation_reports_and_launching_a_run(mgmt: Mgmt, tmp_path: Path) -> N
 
 
 def test_launching_without_dagster_is_503_naming_the_url(world: World, tmp_path: Path) -> None:
-    from serving.api import create_app
+    from serving.management.main import create_app
 
     url = f"http://127.0.0.1:{free_port()}/graphql"
     settings = world.settings_for(tmp_path / "home", dagster_graphql_url=url)

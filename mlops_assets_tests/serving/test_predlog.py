@@ -20,7 +20,7 @@ from mlops_assets.monitoring.served import (
     list_closed_segments,
     read_closed_segments,
 )
-from serving.predlog import LogRecord, PredictionLog
+from serving.inference.predlog import LogRecord, PredictionLog
 
 FEATURES = ("f0", "f1", "prediction")  # a feature named like a log column gets a prefix when read
 
@@ -159,7 +159,7 @@ def test_a_worker_that_dies_leaves_its_rows_with_the_writer(tmp_path: Path) -> N
 import os, sys, time
 sys.path[:0] = {sys.path!r}
 from mlops_assets_tests.serving.test_predlog import _record
-from serving.predlog import PredictionLog
+from serving.inference.predlog import PredictionLog
 log = PredictionLog({str(tmp_path)!r}, flush_rows=1000, flush_seconds=60).start()
 for i in range(5):
     log.append(_record(i))
@@ -184,7 +184,7 @@ def test_bad_writer_settings_are_named_errors(tmp_path: Path) -> None:
 def test_the_writer_process_imports_stay_light() -> None:
     """The writer starts at idle priority beside a busy worker: it must not import scipy/pandas
     (the drift modules) just to write segments (that once took ~2 s of its CPU)."""
-    code = ("import sys; import serving.predlog_writer, serving.predlog, mlops_assets.monitoring.served; "
+    code = ("import sys; import serving.inference.predlog_writer, serving.inference.predlog, mlops_assets.monitoring.served; "
             "print(sorted(m for m in ('scipy', 'pandas', 'sklearn', 'torch') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

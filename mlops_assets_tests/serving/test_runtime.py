@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from mlops_assets_tests.serving.conftest import ThreadedServer, World, copy_version, wait_until
-from serving.runtime import LoadedModel, compatibility, plan
+from serving.inference.runtime import LoadedModel, compatibility, plan
 
 pytestmark = pytest.mark.xdist_group("serving")
 
@@ -50,7 +50,7 @@ def test_plan_prefers_the_newest_compatible_pair() -> None:
 
 
 def test_not_ready_until_model_and_snapshot_exist(world: World, tmp_path: Path) -> None:
-    from serving.main import create_app
+    from serving.inference.main import create_app
 
     settings = world.settings_for(tmp_path / "home", model={"name": "late_model"})
     with ThreadedServer(create_app(settings)) as server:
@@ -73,7 +73,7 @@ def test_not_ready_until_model_and_snapshot_exist(world: World, tmp_path: Path) 
 
 
 def test_snapshot_with_other_feature_view_versions_is_refused(world: World, tmp_path: Path) -> None:
-    from serving.main import create_app
+    from serving.inference.main import create_app
 
     settings = world.settings_for(tmp_path / "home")
     world.write_snapshot(settings.online_dir, version="2.0.0")

@@ -70,7 +70,7 @@ def _number(text: str, pattern: str) -> int:
 def test_inference_app_conforms_to_its_document(world: World, tmp_path: Path, fake_openai,
                                                 monkeypatch: pytest.MonkeyPatch,
                                                 request: pytest.FixtureRequest) -> None:
-    from serving.main import create_app
+    from serving.inference.main import create_app
 
     monkeypatch.setenv("OPENAI_API_KEY", FAKE_API_KEY)
     monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
@@ -95,7 +95,7 @@ def test_inference_app_conforms_to_its_document(world: World, tmp_path: Path, fa
 
 
 def test_management_api_conforms_to_its_document(world: World, tmp_path: Path) -> None:
-    from serving.api import create_app
+    from serving.management.main import create_app
 
     dagster = FakeDagster()
     settings = world.settings_for(tmp_path / "home", dagster_graphql_url=dagster.url)

@@ -21,7 +21,7 @@ WHY = "regime change after the rate decision; retrain is scheduled"
 @pytest.fixture(scope="module")
 def mgmt(world: World, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tm.Mgmt]:
     """The management API on a real uvicorn, its own MLOPS_HOME, compliance required."""
-    from serving.api import create_app
+    from serving.management.main import create_app
 
     settings = world.settings_for(tmp_path_factory.mktemp("waiver_home"))
     settings = settings.model_copy(update={"evaluation": settings.evaluation.model_copy(

@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query
 
-from serving.context import ApiContext, ctx
+from serving.management.context import ApiContext, ctx
 from serving.schemas import error_responses
 
 router = APIRouter(prefix="/api/v1/audit", tags=["audit"], responses=error_responses(422))

@@ -19,8 +19,8 @@ import numpy as np
 
 from mlops_assets.models import tags as T
 from mlops_assets.models.wrapper import load_wrapper
-from serving.fastpath import compile_numpy
-from serving.payload import online_vector
+from serving.inference.fastpath import compile_numpy
+from serving.inference.payload import online_vector
 
 
 @dataclass(frozen=True)

@@ -10,19 +10,17 @@ editing them over HTTP answers 405 with the reason.
 
 from __future__ import annotations
 
+from dataclasses import asdict
+from datetime import date, datetime
 from pathlib import Path as FsPath
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from fastapi.responses import JSONResponse
-
-from dataclasses import asdict
-from datetime import date, datetime
-
 from pydantic import BaseModel, ConfigDict, Field
 
 from serving.auth import Identity, require
-from serving.context import ApiContext, ctx
+from serving.management.context import ApiContext, ctx
 from serving.schemas import error_responses
 
 router = APIRouter(prefix="/api/v1/prompt-governance", tags=["prompt-governance"],

@@ -1,4 +1,4 @@
-"""Shared state of the management API: settings, keys, MLflow and governance clients, error mapping.
+"""Shared state of the management API: settings, keys, MLflow and governance clients.
 
 The management API reads the exported read-models, MLflow and the governance store; it never
 opens the DuckDB warehouse. Clients are created on first use, so the app starts (and answers
@@ -14,12 +14,12 @@ from functools import cached_property
 from typing import Any
 
 import httpx
-from fastapi import FastAPI, Request
+from fastapi import Request
 
 from mlops_assets.settings import Settings
 from serving.auth import KeyRing
 
-log = logging.getLogger("serving.api")
+log = logging.getLogger("serving.management")
 
 
 class ApiContext:
@@ -110,13 +110,6 @@ def _requests_by_version(text: str) -> dict[str, dict[str, float]]:
 
 def ctx(request: Request) -> ApiContext:
     return request.app.state.ctx
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    """Map errors to HTTP answers by type (one place for both apps: :mod:`serving.errors`)."""
-    from serving.errors import install_error_handlers as install
-
-    install(app)
 
 
 def records(frame: Any, limit: int | None = None) -> list[dict[str, Any]]:

@@ -21,8 +21,9 @@ from mlops_assets.errors import InvalidInput
 from mlops_assets.models import promotion
 from mlops_assets.models.gates import gate_policy
 from serving.auth import Identity, require
-from serving.context import ApiContext, ctx
-from serving.schemas import VERSION_NUMBER, DecisionIn, DriftEventIn, RejectIn, RollbackIn, error_responses
+from serving.management.context import ApiContext, ctx
+from serving.management.schemas import VERSION_NUMBER, DecisionIn, DriftEventIn, RejectIn, RollbackIn
+from serving.schemas import error_responses
 
 router = APIRouter(prefix="/api/v1/ml/lifecycle", tags=["lifecycle"],
                    responses=error_responses(400, 401, 403, 404, 409, 413, 422, 502))

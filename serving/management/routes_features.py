@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse, Response
 from mlops_assets.features import readmodels
 from mlops_assets.features.catalog import catalog_rows, diff_versions, versions_of
 from mlops_assets.features.views import FEATURE_VIEWS, parse_version
-from serving.context import ApiContext, ctx, records
+from serving.management.context import ApiContext, ctx, records
 from serving.schemas import error_responses
 
 router = APIRouter(prefix="/api/v1/features", tags=["features"], responses=error_responses(404, 422))

@@ -29,9 +29,9 @@ from typing import Any, Callable
 from mlops_assets.models import tags as T
 from mlops_assets.models.registry import get_version_by_alias
 from mlops_assets.models.wrapper import load_wrapper
-from serving.loaded import LoadedLLM, LoadedModel, OnlineVectors, load_model
+from serving.inference.loaded import LoadedLLM, LoadedModel, OnlineVectors, load_model
 
-log = logging.getLogger("serving.runtime")
+log = logging.getLogger("serving.inference.runtime")
 STARTING = "starting: the first registry and snapshot poll has not finished yet"
 LLM_KEY_MISSING = ("OPENAI_API_KEY is not set (setting llm.api_key): the LLM chain cannot call a model; set "
                    "it in the inference app's environment (any non-empty value for a local OpenAI-compatible "

@@ -31,9 +31,15 @@ from mlops_assets.evaluation.scenarios import ScenarioWindow, saved_scenarios, s
 from mlops_assets.features import readmodels
 from mlops_assets.monitoring.served import find_prediction
 from serving.auth import Identity, require
-from serving.context import ApiContext, ctx
-from serving.dagster_client import DagsterRefused, DagsterTarget, DagsterUnavailable, launch_partition_run
-from serving.schemas import EvaluationRunIn, ScenarioIn, error_responses
+from serving.management.context import ApiContext, ctx
+from serving.management.dagster_client import (
+    DagsterRefused,
+    DagsterTarget,
+    DagsterUnavailable,
+    launch_partition_run,
+)
+from serving.management.schemas import EvaluationRunIn, ScenarioIn
+from serving.schemas import error_responses
 
 router = APIRouter(prefix="/api/v1/ml/evaluation", tags=["evaluation"],
                    responses=error_responses(400, 401, 403, 404, 409, 413, 422, 502, 503))

@@ -1,6 +1,6 @@
 """The prediction-log writer process: one per inference worker, it turns packed records into segments.
 
-``python -m serving.predlog_writer LOG_DIR TOKEN PID`` is started by ``serving.predlog.PredictionLog``
+``python -m serving.inference.predlog_writer LOG_DIR TOKEN PID`` is started by ``serving.inference.predlog.PredictionLog``
 with pipes on stdin and stdout. Why a process: building and writing a Parquet segment of 5,000
 requests takes ~15 ms of CPU; in a thread of the worker it holds the worker's GIL in bursts, and
 requests that arrive meanwhile wait (the p99 at concurrency 1 was 1.2-1.8 ms with it, 0.5 ms
@@ -10,7 +10,7 @@ not want, and the kernel preempts it at once when a request wakes the worker.
 Protocol (private to the two processes):
 
 * stdin: frames of a 4-byte little-endian length and a pickle of ``(records, close_seq)``:
-  ``records`` a list of ``serving.predlog_format.Packed`` tuples; ``close_seq`` None, or the sequence number
+  ``records`` a list of ``serving.inference.predlog_format.Packed`` tuples; ``close_seq`` None, or the sequence number
   under which everything received so far is written as one closed segment
   (``pred-<TOKEN>-<PID>-<seq>.parquet``). The worker numbers segments, so its own fallback
   segments (written while this process is starved or gone) never clash with these.
@@ -76,7 +76,7 @@ def read_frames(fd: int):
 def serve(fd: int, out, log_dir: str, token: str, pid: str) -> int:
     """The writer loop; returns the number of segments written."""
     from mlops_assets.monitoring.served import write_segment
-    from serving.predlog_format import packed_to_frame, rows_of, segment_name
+    from serving.inference.predlog_format import packed_to_frame, rows_of, segment_name
 
     def close(records: list, seq: int, suffix: str = "") -> dict:
         rows = rows_of(records)
@@ -114,7 +114,7 @@ def serve(fd: int, out, log_dir: str, token: str, pid: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 3:
-        print("usage: python -m serving.predlog_writer LOG_DIR TOKEN PID", file=sys.stderr)
+        print("usage: python -m serving.inference.predlog_writer LOG_DIR TOKEN PID", file=sys.stderr)
         return 2
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)

@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-log = logging.getLogger("serving.fastpath")
+log = logging.getLogger("serving.inference.fastpath")
 ArrayFn = Callable[[np.ndarray], np.ndarray]
 
 

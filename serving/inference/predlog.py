@@ -3,7 +3,7 @@
 ``PredictionLog.append`` packs the request (its numbers as float64 bytes: ~5 us) and puts the tuple
 on a ``collections.deque`` (thread-safe, no lock on the request path). Every ``send_seconds`` a
 daemon thread pickles what is queued (~1 us a record) and hands it through a pipe to the worker's
-*writer process* (``serving/predlog_writer.py``, under ``SCHED_IDLE``), which builds and writes the
+*writer process* (``serving/inference/predlog_writer.py``, under ``SCHED_IDLE``), which builds and writes the
 Parquet segments: every ``flush_rows`` rows or ``flush_seconds`` seconds and at shutdown, each to
 a temporary name, fsynced, renamed (``mlops_assets.data.segments.write_segment``).
 
@@ -19,7 +19,7 @@ unwritten are counted in ``rows_dropped``) or is starved: when the pipe has been
 waiting in the worker are written here, so memory stays bounded. ``writer="thread"`` skips the
 process altogether. Without ``start()`` (tests, scripts), ``flush()`` writes in the calling thread.
 
-The records themselves (``LogRecord``, ``pack``, ``packed_to_frame``): ``serving/predlog_format.py``.
+The records themselves (``LogRecord``, ``pack``, ``packed_to_frame``): ``serving/inference/predlog_format.py``.
 """
 
 from __future__ import annotations
@@ -40,8 +40,8 @@ from typing import Any
 
 from mlops_assets.data.segments import SegmentError, process_token
 from mlops_assets.monitoring.served import write_segment
-from serving.predlog_format import LogRecord, Packed, pack, packed_to_frame, rows_of, segment_name
-from serving.predlog_writer import HEADER, lower_priority
+from serving.inference.predlog_format import LogRecord, Packed, pack, packed_to_frame, rows_of, segment_name
+from serving.inference.predlog_writer import HEADER, lower_priority
 
 log = logging.getLogger(__name__)
 WRITERS = ("process", "thread")
@@ -282,12 +282,12 @@ class PredictionLog:
 
     # -- the writer process -----------------------------------------------------------------------
     def _start_writer(self) -> None:
-        root = str(Path(__file__).resolve().parent.parent)  # so `-m serving.predlog_writer` imports
+        root = str(Path(__file__).resolve().parents[2])  # the project root: `-m serving.inference.predlog_writer` imports
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "serving.predlog_writer", str(self.log_dir), self._token, str(os.getpid())],
+                [sys.executable, "-m", "serving.inference.predlog_writer", str(self.log_dir), self._token, str(os.getpid())],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True)
         except OSError as exc:
             log.error("prediction-log: cannot start the writer process (%s); writing segments here", exc)
