@@ -56,6 +56,10 @@ class FeatureSettings(_Section):
     gap_days: int | None = Field(None, ge=0, le=365)
     leakage_sample_dates: int = Field(4, ge=1, le=100)
     online_sample_rows: int = Field(500, ge=1)
+    # online snapshot retention (replay of served requests works within it): the newest N versions,
+    # and every version superseded less than D days ago; the current and previous are always kept
+    online_retention_versions: int = Field(2, ge=2, le=100_000)
+    online_retention_days: float = Field(30.0, ge=0, le=3650)
 
 
 class ModelSettings(_Section):

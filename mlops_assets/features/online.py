@@ -9,6 +9,13 @@ one row per symbol and publishes it atomically (``snapshot-<version>.parquet`` p
 Python dict keyed by symbol (a lookup is a dict access, about a microsecond), ``maybe_reload()``
 stats the manifest and reloads only when the version changed, and the new dict replaces the old
 one in a single reference assignment, so concurrent lookups never see a half-built store.
+
+Retention: every published version keeps its data file and its own manifest
+(``snapshot-<version>.manifest.json``: version, feature-view versions, columns, published time) for
+the policy in ``features.online_retention_versions`` / ``features.online_retention_days``
+(:func:`online_retention`), pruned at publish time. :meth:`OnlineFeatureStore.at_version` opens a
+retained version (pinned: it never reloads), which is how a served request is replayed; a pruned
+or unknown version is ``NotFound`` naming the policy.
 """
 
 from __future__ import annotations
@@ -18,18 +25,39 @@ import os
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from mlops_assets.data.schema import ENTITY_KEY, TIME_KEY
-from mlops_assets.features.atomic import manifest_path, publish_frame, read_manifest, read_published
+from mlops_assets.features.atomic import (
+    Retention,
+    manifest_path,
+    publish_frame,
+    read_manifest,
+    read_published,
+    read_version,
+)
 from mlops_assets.features.views import FeatureView
 
 SNAPSHOT_NAME = "snapshot"
 AS_OF = "as_of"
+
+
+RETENTION_VERSIONS_KEY = "features.online_retention_versions"
+RETENTION_DAYS_KEY = "features.online_retention_days"
+
+
+def online_retention(versions: int = 2, days: float = 30.0) -> Retention:
+    """The snapshot retention policy, labelled with the settings keys it comes from; pass
+    ``settings.features.online_retention_versions`` and ``settings.features.online_retention_days``."""
+    return Retention(versions=versions, days=days,
+                     label=f"{RETENTION_VERSIONS_KEY}={versions}, {RETENTION_DAYS_KEY}={days:g}")
+
+
+DEFAULT_RETENTION = online_retention()  # the settings' defaults
 
 
 class OnlineSnapshotError(ValueError):
@@ -94,9 +122,11 @@ def build_snapshot(view_frames: Sequence[pl.DataFrame], views: Sequence[FeatureV
 
 
 def write_online_snapshot(
-    view_frames: Sequence[pl.DataFrame], views: Sequence[FeatureView], out_dir: Path | str
+    view_frames: Sequence[pl.DataFrame], views: Sequence[FeatureView], out_dir: Path | str,
+    retention: Retention = DEFAULT_RETENTION, now: datetime | None = None,
 ) -> SnapshotInfo:
-    """Build the snapshot and publish it atomically in ``out_dir``."""
+    """Build the snapshot and publish it atomically in ``out_dir``, pruning older versions beyond
+    ``retention`` (build it with :func:`online_retention` from the settings)."""
     snapshot = build_snapshot(view_frames, views)
     versions = {v.name: v.version for v in views}
     features = [c for c in snapshot.columns if c not in (ENTITY_KEY, AS_OF)]
@@ -110,6 +140,7 @@ def write_online_snapshot(
             "n_entities": snapshot.height,
             "as_of": as_of.isoformat() if as_of else None,
         },
+        retention=retention, now=now,
     )
     return SnapshotInfo(
         version=published.version,
@@ -151,6 +182,18 @@ class OnlineFeatureStore:
         self.name = name
         self._state: _State | None = None
         self._reload_lock = threading.Lock()
+        self._pinned = False
+
+    @classmethod
+    def at_version(cls, directory: Path | str, version: str, retention: Retention = DEFAULT_RETENTION,
+                   name: str = SNAPSHOT_NAME) -> OnlineFeatureStore:
+        """A store loaded with retained ``version`` and pinned to it (``maybe_reload`` never moves
+        it). ``NotFound`` naming ``retention`` when the version was pruned or never published."""
+        store = cls(directory, name)
+        manifest, frame = read_version(directory, name, version, retention)
+        store._state = store._state_of(manifest, frame, (0, 0, 0))
+        store._pinned = True
+        return store
 
     # -- loading -----------------------------------------------------------------------------------
     def _signature(self) -> tuple[int, int, int] | None:
@@ -162,6 +205,10 @@ class OnlineFeatureStore:
 
     def _build(self, signature: tuple[int, int, int]) -> _State:
         manifest, frame = read_published(self.directory, self.name)
+        return self._state_of(manifest, frame, signature)
+
+    @staticmethod
+    def _state_of(manifest: dict[str, Any], frame: pl.DataFrame, signature: tuple[int, int, int]) -> _State:
         entity = manifest.get("entity", ENTITY_KEY)
         names = [c for c in frame.columns if c != entity]
         rows = {
@@ -173,6 +220,8 @@ class OnlineFeatureStore:
 
     def load(self) -> OnlineFeatureStore:
         """Load the current snapshot (raises ``PublicationNotFoundError`` if none exists)."""
+        if self._pinned:
+            return self
         with self._reload_lock:
             signature = self._signature() or (0, 0, 0)
             self._state = self._build(signature)
@@ -180,7 +229,9 @@ class OnlineFeatureStore:
 
     def maybe_reload(self) -> bool:
         """Reload if the manifest now names another version; True when it did. Cheap when nothing
-        changed (one ``stat``)."""
+        changed (one ``stat``). A store opened with :meth:`at_version` never reloads."""
+        if self._pinned:
+            return False
         signature = self._signature()
         state = self._state
         if signature is None or (state is not None and signature == state.signature):
