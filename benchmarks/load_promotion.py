@@ -5,7 +5,7 @@ What it does, in a temporary ``MLOPS_HOME`` (nothing is downloaded; loopback onl
 1. trains two small versions of a model on a planted-signal frame, tags them through the evaluation gate,
    has a reviewer approve both in the governance store, promotes the first and publishes an online
    feature snapshot;
-2. starts ``uvicorn serving.main:app --workers 2`` with a short poll interval;
+2. starts ``uvicorn serving.inference.main:app --workers 2`` with a short poll interval;
 3. holds it at ``--rate`` requests/s for ``--duration`` seconds (``{"symbol": ...}`` bodies, features
    from the online snapshot) with Debian's ``wrk`` and a Lua script (each connection paces itself),
    or with a Python asyncio client at a fixed rate when wrk is missing (``--client python``);
@@ -223,8 +223,9 @@ def start_serving(prepared: Prepared, workdir: Path, workers: int) -> tuple[subp
     prom.mkdir(exist_ok=True)
     env = {**prepared.env, "PROMETHEUS_MULTIPROC_DIR": str(prom)}
     log = workdir / "serving.log"
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "serving.main:app", "--host", "127.0.0.1",
-                             "--port", str(port), "--workers", str(workers)], cwd=ROOT, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "serving.inference.main:app",
+                             "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)],
+                            cwd=ROOT, env=env,
                             stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     deadline, ready = time.monotonic() + 180, 0

@@ -5,7 +5,8 @@ What it does, end to end, in a temporary ``MLOPS_HOME`` (nothing is downloaded):
 1. trains a small Lightning MLP on a planted-signal frame, registers it and points the
    ``production`` alias at it, and publishes an online feature snapshot;
 2. starts both servers with one worker each, pinned to core 0 (``taskset -c 0``):
-   ``uvicorn serving.main:app`` and ``mlflow models serve --env-manager local -m models:/NAME@production``;
+   ``uvicorn serving.inference.main:app`` and
+   ``mlflow models serve --env-manager local -m models:/NAME@production``;
 3. drives them with Debian's ``wrk`` pinned to core 1, the two servers alternating, for single
    rows and batches of 100 at concurrency 8 and 32 (the same feature values in both servers'
    input formats), and the enriched single-row request (``{"symbol": ...}``) at concurrency 1;
@@ -274,8 +275,8 @@ def main() -> int:
         ours_port, theirs_port, noop_port = free_port(), free_port(), free_port()
         print(f"ports (picked free): ours {ours_port}, mlflow {theirs_port}, do-nothing app {noop_port}")
         ours_url, theirs_url = f"http://127.0.0.1:{ours_port}", f"http://127.0.0.1:{theirs_port}"
-        ours_cmd = [sys.executable, "-m", "uvicorn", "serving.main:app", "--host", "127.0.0.1",
-                    "--port", str(ours_port), "--workers", "1"]
+        ours_cmd = [sys.executable, "-m", "uvicorn", "serving.inference.main:app",
+                    "--host", "127.0.0.1", "--port", str(ours_port), "--workers", "1"]
         procs.append(start_server(ours_cmd, env, ours_url, home / "ours.log", "/ready"))
         theirs_cmd = ["mlflow", "models", "serve", "--env-manager", "local",
                       "-m", f"models:/{MODEL}@production", "-h", "127.0.0.1", "-p", str(theirs_port), "-w", "1"]

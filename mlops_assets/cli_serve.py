@@ -51,9 +51,10 @@ def serving_apps(settings: Settings, workers: int) -> list[App]:
     """The two uvicorn commands ``mlops serve`` runs."""
     cfg, uvicorn = settings.serving, [sys.executable, "-m", "uvicorn"]
     return [
-        App("inference app", [*uvicorn, "serving.main:app", "--host", cfg.host, "--port", str(cfg.port),
-                              "--workers", str(workers)]),
-        App("management API", [*uvicorn, "serving.api:app", "--host", cfg.host, "--port", str(cfg.api_port)]),
+        App("inference app", [*uvicorn, "serving.inference.main:app", "--host", cfg.host,
+                              "--port", str(cfg.port), "--workers", str(workers)]),
+        App("management API", [*uvicorn, "serving.management.main:app", "--host", cfg.host,
+                               "--port", str(cfg.api_port)]),
     ]
 
 

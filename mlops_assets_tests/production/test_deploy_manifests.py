@@ -4,8 +4,11 @@ dashboard whose queries only name metrics the serving apps export."""
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import json
 import re
+from pathlib import Path
 
 import pytest
 import yaml
@@ -46,6 +49,34 @@ def test_serving_manifests_probe_ready_and_health_and_read_the_key_from_a_secret
     assert ("Service", "mlops-management-api") in api
     api_env = {e["name"] for e in _container(api[("Deployment", "mlops-management-api")])["env"]}
     assert {"MLOPS_API_KEYS", "MLOPS_GOVERNANCE_URL", "MLOPS_AUDIT_KEY"} <= api_env
+
+
+def _app_defined(target: str) -> bool:
+    """``module:attr`` names a module of this project that assigns ``attr`` at its top level."""
+    module, attr = target.split(":")
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        return False
+    tree = ast.parse(Path(spec.origin).read_text())
+    return any(isinstance(node, ast.Assign) and any(getattr(t, "id", None) == attr for t in node.targets)
+               for node in tree.body)
+
+
+def test_the_image_and_the_manifests_start_the_apps_by_module_from_the_project_root() -> None:
+    dockerfile = (PROJECT_ROOT / "serving" / "Dockerfile").read_text()
+    workdir = re.findall(r"^WORKDIR (\S+)$", dockerfile, re.M)[-1]
+    assert workdir == "/app" and "COPY serving ./serving" in dockerfile  # the project root, as in a checkout
+    cmd = json.loads(re.search(r"^CMD (\[.*\])$", dockerfile, re.M).group(1))
+    assert cmd[:2] == ["uvicorn", "serving.inference.main:app"]
+    expected = {("serving.yaml", "mlops-serving"): "serving.inference.main:app",
+                ("serving-canary.yaml", "mlops-serving-canary"): "serving.inference.main:app",
+                ("management-api.yaml", "mlops-management-api"): "serving.management.main:app"}
+    for (name, deployment), target in expected.items():
+        c = _container(_docs(name)[("Deployment", deployment)])
+        assert c.get("workingDir", workdir) == workdir, name
+        assert c["command"][:2] == ["uvicorn", target], name
+    for target in {cmd[1], *expected.values()}:
+        assert _app_defined(target), f"{target} is not an app of this project"
 
 
 def test_helm_values_run_this_code_location_with_the_prod_instance_settings() -> None:
