@@ -5,7 +5,17 @@ Loaded by ``workspace.yaml`` (``dagster dev``) and by ``dagster job execute -m m
 
 import dagster as dg
 
-from mlops_assets.defs import evaluation, features, ingestion, models, monitoring, platform, prompts, recovery
+from mlops_assets.defs import (
+    evaluation,
+    features,
+    ingestion,
+    models,
+    monitoring,
+    performance,
+    platform,
+    prompts,
+    recovery,
+)
 from mlops_assets.defs.resources import build_resources
 from mlops_assets.settings import get_settings
 
@@ -43,6 +53,7 @@ def build_defs() -> dg.Definitions:
         models.build_defs(settings),
         evaluation.defs,
         monitoring.defs,
+        performance.defs,
         prompts.defs,
         platform.defs,
         recovery.defs,

@@ -14,6 +14,7 @@ a :class:`SettingsError` naming the key.
 from __future__ import annotations
 
 import os
+import warnings
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -122,6 +123,14 @@ class MonitoringSettings(_Section):
     drift_block_days: int | None = Field(None, ge=1, le=5000)  # None: the window length (drift_window_days)
     cooldown_hours: float = Field(24.0, ge=0)
     webhook_url: str | None = None
+    # live performance (monitoring/performance.py): the one-sided test of a version's live metric against
+    # its recorded evaluation, at this level, with this power to detect this fall, over a trailing window
+    performance_alpha: float = Field(0.01, gt=0, lt=0.5)
+    performance_power: float = Field(0.8, gt=0.5, lt=1)
+    performance_min_degradation: float = Field(0.05, gt=0, lt=0.5)
+    performance_window_days: int = Field(20, ge=1, le=3650)
+    # calendar days between serving and measuring a day (None: enough for features.horizon_days + weekends)
+    performance_label_lag_days: int | None = Field(None, ge=1, le=3650)
 
 
 class ServingSettings(_Section):
@@ -136,9 +145,9 @@ class ServingSettings(_Section):
     # prediction log: a Parquet segment is closed every log_flush_rows rows or log_flush_seconds
     log_flush_rows: int = Field(5000, ge=1)
     log_flush_seconds: float = Field(2.0, gt=0, le=3600)
-    # who writes the segments: "process", a writer process per worker at idle CPU priority (keeps
-    # the ~15 ms of Parquet work per segment off the worker's GIL), or "thread", the worker itself
-    log_writer: Literal["process", "thread"] = "process"
+    # deprecated, no effect: the segments are always written by a writer process per worker at idle CPU
+    # priority (serving/inference/predlog.py); "process" is accepted with a warning, "thread" is refused
+    log_writer: str | None = None
     access_log: bool = True  # one JSON line per request on stderr (written off the request path)
     # a successful /predict is in the prediction log already (request id, time, latency, model
     # version); its access-log line is off by default: formatting ~4,000 lines/s in the worker's
@@ -146,6 +155,20 @@ class ServingSettings(_Section):
     access_log_predictions: bool = False
     inference_url: str | None = None  # where the management API reads /ready and /metrics (default host:port)
     dagster_graphql_url: str = "http://127.0.0.1:3000/graphql"
+
+    @field_validator("log_writer")
+    @classmethod
+    def _one_log_writer(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if v == "process":
+            warnings.warn("serving.log_writer is deprecated and has no effect: every inference worker writes "
+                          "its prediction log through a writer process; remove the key", FutureWarning,
+                          stacklevel=2)
+            return v
+        raise ValueError(f"{v!r} is no longer a prediction-log writer (the 'thread' mode was removed): every "
+                         "inference worker writes through its writer process; remove serving.log_writer "
+                         "from the configuration")
 
 
 class LLMSettings(_Section):
