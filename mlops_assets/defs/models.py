@@ -5,9 +5,11 @@
   ``challenger``. Its blocking check ``evaluation_gate`` tags the version passed or rejected.
   Training is started by people (materialize), the retraining job (drift sensor) or the retraining
   schedule (off by default) — never by the daily data refresh.
-- ``production_model``: the deployment record. The approval sensor launches ``promote_model_job``
-  when a person approves a version (CLI or management API); the asset calls the one domain function
-  that moves the alias after re-checking every gate.
+- ``production_model``: the deployment record, downstream of ``staging_model`` (every partition: any
+  staged version may be approved). The approval sensor launches ``promote_model_job`` when a person
+  approves a version (CLI or management API); the asset calls the one domain function that moves the
+  alias after re-checking every gate, and its metadata names the approval and the deployment. It has
+  no automation condition, so a new staging never starts it.
 """
 
 import dagster as dg
@@ -17,6 +19,7 @@ from mlops_assets.defs.common import OWNER_ML, OWNER_RISK, markdown_table, png_m
 from mlops_assets.defs.resources import PlatformResource
 
 TRAINING_DATASET = dg.AssetKey("training_dataset")
+STAGING_MODEL = dg.AssetKey("staging_model")  # defined in defs/evaluation.py, which imports this module
 MODEL_VERSIONS = dg.DynamicPartitionsDefinition(name="model_versions")
 
 
@@ -141,16 +144,40 @@ class PromotionConfig(dg.Config):
     version: str
     approved_by: str
     reason: str = "approved for production"
+    decision_id: int | None = None  # the approval in the governance store (set by the approval sensor)
+
+
+def approval_metadata(decision, deployment) -> dict[str, object]:
+    """What a person reads on the production materialization: the approval that allowed the move (decision
+    id, approver, comment, waivers) and the deployment that moved the alias."""
+    approval = (deployment.checklist or {}).get("approval") or {}
+    waivers = dict((decision.waivers if decision is not None else None) or {})
+    return {
+        "approval_decision_id": decision.id if decision is not None else -1,
+        "approved_by": decision.actor if decision is not None else "unknown",
+        "approval_comment": (decision.comment or "") if decision is not None else "",
+        "approval_state": decision.state.value if decision is not None else "none",
+        "waivers": dg.MetadataValue.json(waivers),
+        "registered_by": str(approval.get("registered_by") or "unknown"),
+        "deployment_id": deployment.id,
+        "deployment_kind": deployment.kind,
+        "deployed_by": deployment.actor,
+        "deployed_at": deployment.ts.isoformat(),
+    }
 
 
 @dg.asset(
+    # every staged version (any partition of staging_model) is a candidate; the approval picks one.
+    # No automation condition: only the approval sensor launches this asset, never a data update.
+    deps=[dg.AssetDep(STAGING_MODEL, partition_mapping=dg.AllPartitionMapping())],
     group_name="deployment",
     owners=[OWNER_RISK],
     kinds={"mlflow"},
     description=(
-        "The production deployment: each materialization moves the production alias to an approved "
-        "version through the one domain function that re-checks the gates (evaluation, compliance, "
-        "a reviewer other than the registerer) and records the deployment in the governance store."
+        "The production deployment: each materialization moves the production alias to an approved, "
+        "staged version through the one domain function that re-checks the gates (evaluation, compliance, "
+        "a reviewer other than the registerer) and records the deployment in the governance store. Its "
+        "metadata names the approval (decision id, approver, comment, waivers) and the deployment."
     ),
 )
 def production_model(context: dg.AssetExecutionContext, config: PromotionConfig,
@@ -159,17 +186,21 @@ def production_model(context: dg.AssetExecutionContext, config: PromotionConfig,
     from mlops_assets.models.promotion import promote
 
     s = platform.settings
-    deployment = promote(platform.mlflow_client(), platform.governance(), config.model_name, config.version,
+    store = platform.governance()
+    deployment = promote(platform.mlflow_client(), store, config.model_name, config.version,
                          alias=s.model.production_alias, actor=config.approved_by, reason=config.reason,
                          compliance_required=s.evaluation.compliance_required,
                          production_alias=s.model.production_alias, policy=gate_policy(s))
+    decision_id = ((deployment.checklist or {}).get("approval") or {}).get("decision_id", config.decision_id)
+    decision = next((d for d in store.decision_history("model", config.model_name, config.version)
+                     if d.id == decision_id), None)
     context.log.info(f"{config.model_name} v{config.version} is now {s.model.production_alias!r}")
     return dg.MaterializeResult(metadata={
         "model_name": config.model_name,
         "version": config.version,
+        "alias": s.model.production_alias,
         "previous_version": str(deployment.previous_version),
-        "approved_by": config.approved_by,
-        "deployment_id": deployment.id,
+        **approval_metadata(decision, deployment),
         "checklist": dg.MetadataValue.json(deployment.checklist),
     })
 
@@ -195,8 +226,9 @@ def approval_sensor(context: dg.SensorEvaluationContext, platform: PlatformResou
             run_key=f"approval-{decision.id}",
             run_config=dg.RunConfig(ops={"production_model": PromotionConfig(
                 model_name=decision.name, version=str(decision.version), approved_by=decision.actor,
-                reason=decision.comment or "approved for production")}),
-            tags={"model": decision.name, "version": str(decision.version), "approved_by": decision.actor},
+                reason=decision.comment or "approved for production", decision_id=decision.id)}),
+            tags={"model": decision.name, "version": str(decision.version), "approved_by": decision.actor,
+                  "decision_id": str(decision.id)},
         ))
     if not requests:
         return dg.SkipReason("no approved version waiting for promotion")

@@ -1,6 +1,12 @@
 """Monitoring assets: served traffic ingested from the prediction log, drift between the training window
 and current data (the calibrated verdict beside Evidently's), and the sensor that turns a drift episode
 into one retraining run.
+
+Lineage: ``production_model`` and ``online_features`` -> ``served_predictions`` (what the inference app
+served with them) -> ``drift_report``, which also hangs from the model it monitors (``production_model``).
+``served_predictions`` is refreshed by ``served_predictions_sensor`` when a new segment of the prediction
+log closes; ``drift_report`` still runs when the daily data moves (``FOLLOW_DAILY_DATA``): neither a
+promotion nor new served traffic starts it.
 """
 
 import datetime as dt
@@ -10,34 +16,74 @@ import polars as pl
 
 from mlops_assets.defs.common import FOLLOW_UPSTREAM, OWNER_ML, markdown_table, png_markdown
 from mlops_assets.defs.features import VIEW_INS
-from mlops_assets.defs.models import model_features, retrain_job
+from mlops_assets.defs.models import model_features, production_model, retrain_job
 from mlops_assets.defs.resources import WAREHOUSE_POOL, PlatformResource
 from mlops_assets.features.views import FEATURE_VIEWS
 
 TRAINING_DATASET = dg.AssetKey("training_dataset")
+ONLINE_FEATURES = dg.AssetKey("online_features")
+SERVED_PREDICTIONS = dg.AssetKey("served_predictions")
 SERVED_PREFIX = "served__"
+
+# drift_report follows the daily data (feature views, training dataset) as before. The model it monitors
+# and the served traffic are lineage, not triggers: a promotion, or a prediction-log segment closing
+# every few minutes, must not start a drift run (nor hold one back while never materialized).
+FOLLOW_DAILY_DATA = FOLLOW_UPSTREAM.ignore(
+    dg.AssetSelection.assets(production_model.key, SERVED_PREDICTIONS)).with_label("eager_on_daily_data")
 
 
 @dg.asset(
+    deps=[production_model, ONLINE_FEATURES],
     group_name="monitoring",
     owners=[OWNER_ML],
     kinds={"polars", "duckdb"},
     pool=WAREHOUSE_POOL,
     description=(
-        "Requests the inference app served: closed Parquet segments of the prediction log under "
-        "$MLOPS_HOME/serving (features, output, model version, variant, latency, request id), ingested "
-        "into the warehouse for drift and A/B analysis on real traffic."
+        "Requests the inference app served with the production model and the online feature snapshot: "
+        "closed Parquet segments of the prediction log under $MLOPS_HOME/serving (features, output, model "
+        "version, variant, latency, request id), ingested into the warehouse for drift and A/B analysis on "
+        "real traffic. Refreshed by served_predictions_sensor when a new segment closes; the metadata has "
+        "rows, requests and latency p50/p95/p99 per model version."
     ),
 )
 def served_predictions(context: dg.AssetExecutionContext, platform: PlatformResource) -> dg.Output[pl.DataFrame]:
-    from mlops_assets.monitoring.served import read_closed_segments
+    from mlops_assets.monitoring.served import log_fingerprint, read_closed_segments, served_summary
 
-    df = read_closed_segments(platform.settings.serving_log_dir)
+    log_dir = platform.settings.serving_log_dir
+    df = read_closed_segments(log_dir)
+    per_version = served_summary(df)
     return dg.Output(df, metadata={
         "dagster/row_count": df.height,
-        "model_versions": dg.MetadataValue.json(
-            sorted(map(str, df["model_version"].unique().to_list())) if "model_version" in df.columns else []),
+        "segments": df["segment"].n_unique() if df.height else 0,
+        "log_fingerprint": log_fingerprint(log_dir) or "empty",
+        "model_versions": dg.MetadataValue.json(per_version["model_version"].to_list()),
+        "per_model_version": markdown_table(per_version.drop("first_ts", "last_ts")),
+        "latency_ms_by_version": dg.MetadataValue.json({
+            r["model_version"]: {k: r[k] for k in ("rows", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms")}
+            for r in per_version.iter_rows(named=True)}),
     })
+
+
+served_predictions_job = dg.define_asset_job(
+    "served_predictions_job", selection=dg.AssetSelection.assets(served_predictions),
+    description="Ingest the closed segments of the prediction log (launched by served_predictions_sensor).",
+)
+
+
+@dg.sensor(job=served_predictions_job, minimum_interval_seconds=60,
+           default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Refreshes served_predictions when a segment of the prediction log closed since the "
+                       "last run (one directory listing per tick; no run while the log is unchanged).")
+def served_predictions_sensor(context: dg.SensorEvaluationContext, platform: PlatformResource):
+    from mlops_assets.monitoring.served import log_fingerprint
+
+    fingerprint = log_fingerprint(platform.settings.serving_log_dir)
+    if not fingerprint:
+        return dg.SkipReason("the prediction log has no closed segment yet")
+    if fingerprint == context.cursor:
+        return dg.SkipReason("no new closed segment since the last refresh")
+    context.update_cursor(fingerprint)
+    return dg.RunRequest(run_key=f"served-{fingerprint[:16]}", tags={"trigger": "prediction_log"})
 
 
 def _current_window(views: dict[str, pl.DataFrame], days: int) -> pl.DataFrame:
@@ -57,12 +103,13 @@ def _served_features(served: pl.DataFrame, features: list[str]) -> pl.DataFrame:
 
 
 @dg.asset(
-    ins={**VIEW_INS, "dataset": dg.AssetIn(TRAINING_DATASET), "served": dg.AssetIn("served_predictions")},
+    ins={**VIEW_INS, "dataset": dg.AssetIn(TRAINING_DATASET), "served": dg.AssetIn(SERVED_PREDICTIONS)},
+    deps=[production_model],  # the model it monitors (lineage only: see FOLLOW_DAILY_DATA)
     group_name="monitoring",
     owners=[OWNER_ML],
     kinds={"evidently", "polars", "duckdb"},
     pool=WAREHOUSE_POOL,
-    automation_condition=FOLLOW_UPSTREAM,
+    automation_condition=FOLLOW_DAILY_DATA,
     description=(
         "Data drift between the reference (the training window's features) and current data (the latest "
         "window of features plus served requests), two verdicts side by side. Calibrated (the default "
@@ -162,4 +209,5 @@ def drift_sensor(context: dg.SensorEvaluationContext, platform: PlatformResource
     return requests or dg.SkipReason("no drift episode needs retraining")
 
 
-defs = dg.Definitions(assets=[served_predictions, drift_report], sensors=[drift_sensor])
+defs = dg.Definitions(assets=[served_predictions, drift_report], jobs=[served_predictions_job],
+                      sensors=[drift_sensor, served_predictions_sensor])

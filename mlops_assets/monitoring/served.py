@@ -138,3 +138,44 @@ def find_prediction(log_dir: str | Path, request_id: str, row: int = 0) -> dict[
     names, values = record.pop(NAMES_COLUMN) or [], record.pop(VALUES_COLUMN) or []
     record["features"] = {n: (None if v is None or math.isnan(v) else v) for n, v in zip(names, values)}
     return record
+
+
+def log_fingerprint(log_dir: str | Path) -> str:
+    """A digest of the closed segments' names: it changes when a segment closes (or is removed), and
+    costs one directory listing, so a sensor can poll it and start a run only when the log changed.
+    Closed segments are never rewritten (write, fsync, rename), so their names identify their content.
+    An empty or missing directory gives ``""``."""
+    import hashlib
+
+    names = [p.name for p in list_closed_segments(log_dir)]
+    if not names:
+        return ""
+    return hashlib.sha256("\n".join(names).encode()).hexdigest()
+
+
+LATENCY_QUANTILES = {"latency_p50_ms": 0.50, "latency_p95_ms": 0.95, "latency_p99_ms": 0.99}
+
+
+def served_summary(served: pl.DataFrame) -> pl.DataFrame:
+    """Per model version: served rows, distinct requests, latency percentiles (linear interpolation, as
+    ``numpy.percentile``) and the first and last request time, newest version first.
+
+    ``served`` is :func:`read_closed_segments`' frame (``model_version``, ``request_id``,
+    ``latency_ms``, ``ts``); an empty log gives an empty frame with the same columns.
+    """
+    schema = {"model_version": pl.String(), "rows": pl.UInt32(), "requests": pl.UInt32(),
+              **{name: pl.Float64() for name in LATENCY_QUANTILES},
+              "first_ts": pl.Datetime("us", "UTC"), "last_ts": pl.Datetime("us", "UTC")}
+    if served.height == 0:
+        return pl.DataFrame(schema=schema)
+    latency = pl.col("latency_ms").cast(pl.Float64)
+    summary = served.group_by(pl.col("model_version").cast(pl.String)).agg(
+        pl.len().alias("rows"),
+        pl.col("request_id").n_unique().alias("requests"),
+        *[latency.quantile(q, interpolation="linear").alias(name) for name, q in LATENCY_QUANTILES.items()],
+        pl.col("ts").min().alias("first_ts"),
+        pl.col("ts").max().alias("last_ts"),
+    )
+    number = pl.col("model_version").cast(pl.Int64, strict=False)
+    return (summary.sort(number, "model_version", descending=True, nulls_last=True)
+            .select(list(schema)).cast(schema))  # type: ignore[arg-type]

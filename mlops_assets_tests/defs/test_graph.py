@@ -83,6 +83,64 @@ def test_llm_side_lineage_runs_from_prompts_to_the_kpis() -> None:
     assert graph.get(dg.AssetKey("llm_chain")).automation_condition is None  # deploying is never automatic
 
 
+def _parents(graph, name: str) -> set[str]:
+    return {k.to_user_string() for k in graph.get(dg.AssetKey.from_user_string(name)).parent_keys}
+
+
+def test_lineage_runs_from_raw_prices_to_served_predictions_drift_and_kpis() -> None:
+    """raw data -> features -> dataset -> trained model -> evaluation -> staging -> production -> served
+    predictions -> drift report, and the KPIs hang from production."""
+    graph = defs.resolve_asset_graph()
+    path = ["raw_market_data", "feature_views/price_returns", "training_dataset", "trained_model",
+            "model_evaluation", "staging_model", "production_model", "served_predictions", "drift_report"]
+    for upstream, downstream in zip(path, path[1:]):
+        assert upstream in _parents(graph, downstream), f"{upstream} -> {downstream} is missing"
+    assert _parents(graph, "served_predictions") == {"production_model", "online_features"}
+    assert "production_model" in _parents(graph, "drift_report")  # the model it monitors
+    assert "production_model" in _parents(graph, "platform_kpis")
+    assert "online_features" in _parents(graph, "served_predictions")
+    # the deployment group no longer stands alone
+    production = graph.get(dg.AssetKey("production_model"))
+    assert production.group_name == "deployment" and production.parent_keys
+
+
+def test_the_asset_graph_is_one_connected_component() -> None:
+    graph = defs.resolve_asset_graph()
+    keys = set(graph.get_all_asset_keys())
+    neighbours: dict[dg.AssetKey, set[dg.AssetKey]] = {key: set() for key in keys}
+    for key in keys:
+        for parent in graph.get(key).parent_keys:
+            neighbours[key].add(parent)
+            neighbours.setdefault(parent, set()).add(key)
+    start = dg.AssetKey("raw_market_data")
+    reached, todo = {start}, [start]
+    while todo:
+        for other in neighbours[todo.pop()] - reached:
+            reached.add(other)
+            todo.append(other)
+    assert reached == set(neighbours), sorted(k.to_user_string() for k in set(neighbours) - reached)
+
+
+def test_production_staging_and_serving_are_never_started_by_automation() -> None:
+    """Production moves only through the approval sensor, staging only in an evaluation run, served
+    predictions only when the prediction log changed (its sensor); the drift report keeps following the
+    daily data and ignores the model and the served traffic it hangs from."""
+    graph = defs.resolve_asset_graph()
+    for name in ("production_model", "staging_model", "served_predictions", "trained_model"):
+        assert graph.get(dg.AssetKey(name)).automation_condition is None, name
+    staging_to_production = graph.get(dg.AssetKey("production_model"))
+    assert staging_to_production.partitions_def is None
+    assert graph.get(dg.AssetKey("staging_model")).partitions_def is not None
+    drift = graph.get(dg.AssetKey("drift_report")).automation_condition
+    assert drift is not None and drift.get_label() == "eager_on_daily_data"
+    ignored = repr(drift)
+    assert "production_model" in ignored and "served_predictions" in ignored
+    sensor = defs.resolve_sensor_def("served_predictions_sensor")
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    assert sensor.job_name == "served_predictions_job"
+    assert defs.resolve_sensor_def("approval_sensor").job_name == "promote_model_job"
+
+
 def test_graph_matches_snapshot() -> None:
     assert SNAPSHOT.exists(), "run `python -m mlops_assets_tests.defs.test_graph` to create the snapshot"
     assert graph_snapshot() == json.loads(SNAPSHOT.read_text())
