@@ -69,6 +69,8 @@ def evaluation_metadata(result) -> dict[str, object]:
         "headline": f"{metric_name} = {metric_value:.4f}",
         "compliance": "passed" if report.passed else "failed",
         "candidate_drift_share": result.drift_share,
+        "evaluation_gate": (f"recorded by this evaluation: {result.evaluation_gate}" if result.evaluation_gate
+                            else "already on record (at training, or by an earlier evaluation)"),
         "report": dg.MetadataValue.path(str(result.out_dir / "evaluation_report.md")),
         "report_markdown": dg.MetadataValue.md(report.to_markdown()[:30_000]),
         "vs_baselines": markdown_table(report.comparison),

@@ -7,7 +7,8 @@ version's own hyper-parameters, or, for a version that cannot be retrained (impo
 training config on its run), the single test split with the same interval statistics -- with the
 number of trials the experiment ran and, when other versions scored the same dates, the PBO; run
 the evaluation harness (:func:`~mlops_assets.evaluation.report.evaluate_version`); log metrics and
-files to the version's MLflow run; record the compliance result; return the warehouse summary row.
+files to the version's MLflow run; record the compliance result, and the evaluation gate of a version
+that has none (imported by URI: :func:`record_missing_evaluation_gate`); return the warehouse summary row.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class VersionEvaluation:
     drift_share: float
     out_dir: Path
     seconds: dict[str, float] = field(default_factory=dict)
+    evaluation_gate: str | None = None  # the gate recorded by this evaluation (a version without one), else None
 
     @property
     def skill(self) -> SkillAssessment | None:
@@ -139,6 +141,32 @@ def assess_version_skill(client: Any, settings: Any, mv: Any, dataset: pl.DataFr
                         candidates_note=candidates_note)
 
 
+GATE_METRIC_ALIASES = {"auc": "roc_auc"}
+
+
+def record_missing_evaluation_gate(client: Any, governance: Any, settings: Any, version: str,
+                                   report: EvaluationReport, *, actor: str) -> str | None:
+    """Record the evaluation gate of a version that has none in the governance store, from the test
+    metric this evaluation measured (``model.gate_metric``) against ``model.gate_threshold``.
+
+    A trained version's gate is recorded at training (``trained_model``); an imported one (``mlops
+    import-model``) never went through it, so without this its staging and approval are refused for
+    want of a record. An existing record is never replaced. Returns the gate's reason, or ``None``
+    when the version already had one. A metric the report lacks (another task type) fails the gate.
+    """
+    from mlops_assets.models.gates import GATE_EVALUATION, record_evaluation
+
+    name = settings.model.name
+    if GATE_EVALUATION in governance.gate_results(name, version):
+        return None
+    configured = settings.model.gate_metric
+    key = next((k for k in (configured, GATE_METRIC_ALIASES.get(configured, configured)) if k in report.metrics),
+               configured)
+    _, reason = record_evaluation(client, governance, name, version, f"test_{key}", report.metrics.get(key),
+                                  float(settings.model.gate_threshold), actor=actor)
+    return reason
+
+
 def evaluate_model_version(client: Any, governance: Any, settings: Any, dataset: pl.DataFrame, version: str, *,
                            dagster_run_id: str = "", actor: str = "dagster",
                            train_fn: TrainFn | None = None) -> VersionEvaluation:
@@ -188,6 +216,7 @@ def evaluate_model_version(client: Any, governance: Any, settings: Any, dataset:
         mlflow.log_metrics({f"eval_{k}": v for k, v in report.summary_metrics().items()})
         mlflow.log_artifacts(str(out_dir), artifact_path=f"evaluation/v{version}")
     record_compliance(client, governance, name, version, report.compliance, actor=actor)
+    gate = record_missing_evaluation_gate(client, governance, s, version, report, actor=actor)
     summary = pl.DataFrame([{
         "model_version": version, "model_name": name, "task_type": task_type,
         "champion_version": champion_version or "", "metric": metric_name, "value": float(metric_value),
@@ -199,4 +228,4 @@ def evaluate_model_version(client: Any, governance: Any, settings: Any, dataset:
     }], schema_overrides={"pbo": pl.Float64, "evaluated_at": pl.Datetime("us", "UTC")})
     return VersionEvaluation(name, version, task_type, report, summary, champion_version, float(drift_share),
                              out_dir, {"skill_assessment": round(skill_seconds, 2),
-                                       "total": round(time.perf_counter() - started, 2)})
+                                       "total": round(time.perf_counter() - started, 2)}, evaluation_gate=gate)

@@ -97,6 +97,95 @@ def test_version_goes_from_training_to_production_through_gates_and_approval(ins
         assert isinstance(approval_sensor(ctx), dg.SkipReason)  # the approval was consumed
 
 
+def test_imported_version_is_evaluated_staged_and_approved(instance, small_home: Path, monkeypatch) -> None:
+    """A version imported by URI (``mlops import-model``) has no evaluation gate from training: its
+    evaluation records one (test metric vs model.gate_threshold, in the governance store), so it is
+    staged and can be approved and promoted; the promotion records the approval and the deployment."""
+    from mlops_assets import stores
+    from mlops_assets.defs.models import approval_sensor
+    from mlops_assets.models import promotion
+    from mlops_assets.models.gates import GATE_EVALUATION
+    from mlops_assets.models.registry import import_external_model
+    from mlops_assets.settings import get_settings
+
+    monkeypatch.setenv("MLOPS_CONFIG", str(write_config(small_home, PERMISSIVE)))
+    get_settings.cache_clear()
+    defs = build(small_home)
+    trained = _run_demo_job(defs, instance)
+    s = get_settings()
+    client, store = stores.mlflow_client(s), stores.governance_store(s)
+    imported = import_external_model(client, f"models:/{s.model.name}/{trained}", s.model.name, "alice",
+                                     challenger_alias=s.model.challenger_alias)
+    version = str(imported.version)
+    assert version != trained and client.get_model_version(s.model.name, version).tags["source"] == "imported"
+    assert GATE_EVALUATION not in store.gate_results(s.model.name, version)  # never went through training
+
+    evaluation = _evaluate(defs, instance, version)
+    assert evaluation.success, [e.message for e in evaluation.all_events if e.is_failure]
+    gate = store.gate_results(s.model.name, version)[GATE_EVALUATION]
+    assert gate.passed and gate.thresholds == {"test_roc_auc": 0.0} and gate.actor == "dagster"
+    meta = next(iter(evaluation.get_asset_materialization_events())).materialization.metadata
+    assert meta["evaluation_gate"].value.startswith("recorded by this evaluation: test_roc_auc=")
+    assert "staging" in client.get_model_version(s.model.name, version).aliases
+    # a second evaluation keeps the record it made (never replaced)
+    assert _evaluate(defs, instance, version).success
+    assert store.gate_results(s.model.name, version)[GATE_EVALUATION].id == gate.id
+
+    with pytest.raises(promotion.PromotionRefused, match="reviewer_is_not_registerer"):
+        promotion.approve(client, store, s.model.name, version, reviewer="alice", compliance_required=True)
+    decision = promotion.approve(client, store, s.model.name, version, reviewer="bob", compliance_required=True,
+                                 comment="imported baseline reviewed")
+    with dg.build_sensor_context(instance=instance, resources=defs.resources) as ctx:
+        requests = approval_sensor(ctx)
+    assert len(requests) == 1 and requests[0].tags["decision_id"] == str(decision.id)
+    promoted = defs.resolve_job_def("promote_model_job").execute_in_process(
+        instance=instance, run_config=requests[0].run_config, raise_on_error=False)
+    assert promoted.success
+    assert str(client.get_model_version_by_alias(s.model.name, "production").version) == version
+    meta = next(iter(promoted.get_asset_materialization_events())).materialization.metadata
+    deployment = store.list_deployments(s.model.name, alias="production", limit=1)[0]
+    assert meta["approval_decision_id"].value == decision.id and meta["approved_by"].value == "bob"
+    assert meta["approval_comment"].value == "imported baseline reviewed" and meta["waivers"].value == {}
+    assert meta["registered_by"].value == "alice" and meta["deployment_id"].value == deployment.id
+    assert store.verify_audit().ok
+
+
+def test_served_predictions_follow_the_prediction_log(instance, small_home: Path) -> None:
+    """New closed segments -> one run of served_predictions_job; an unchanged log -> no run; the asset
+    shows rows and latency percentiles per model version."""
+    import numpy as np
+
+    from mlops_assets.defs.monitoring import served_predictions_sensor
+    from mlops_assets.monitoring.served import write_segment
+    from mlops_assets.settings import get_settings
+    from mlops_assets_tests.monitoring.test_served_summary import segment
+
+    defs = build(small_home)
+    log_dir = get_settings().serving_log_dir
+
+    def tick(cursor: str | None):
+        with dg.build_sensor_context(instance=instance, resources=defs.resources, cursor=cursor) as ctx:
+            return served_predictions_sensor(ctx), ctx.cursor
+
+    result, cursor = tick(None)
+    assert isinstance(result, dg.SkipReason)  # nothing served yet
+    write_segment(segment("3", [5.0, 7.0, 9.0, 30.0]), log_dir, "pred-w1-1.parquet")
+    write_segment(segment("4", [2.0, 4.0], first_request=10), log_dir, "pred-w1-2.parquet")
+    request, cursor = tick(cursor)
+    assert isinstance(request, dg.RunRequest) and request.run_key
+    assert isinstance(tick(cursor)[0], dg.SkipReason)  # unchanged log: no run
+    run = defs.resolve_job_def("served_predictions_job").execute_in_process(instance=instance)
+    assert run.success
+    meta = next(iter(run.get_asset_materialization_events())).materialization.metadata
+    assert meta["dagster/row_count"].value == 6 and meta["model_versions"].value == ["4", "3"]
+    latency = meta["latency_ms_by_version"].value
+    assert latency["3"]["rows"] == 4 and np.isclose(latency["3"]["latency_p95_ms"], np.percentile([5, 7, 9, 30], 95))
+    assert np.isclose(latency["4"]["latency_p50_ms"], 3.0)
+    write_segment(segment("4", [8.0], first_request=20), log_dir, "pred-w2-1.parquet")
+    again, _ = tick(cursor)
+    assert isinstance(again, dg.RunRequest) and again.run_key != request.run_key
+
+
 def test_version_failing_compliance_never_reaches_staging(instance, small_home: Path, monkeypatch) -> None:
     from mlops_assets import stores
     from mlops_assets.settings import get_settings
