@@ -7,11 +7,13 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
+import yaml
 
 from mlops_assets.data.segments import SegmentError
 from mlops_assets.monitoring.served import (
@@ -93,6 +95,14 @@ def _wait(condition, seconds: float = 10.0) -> None:
         time.sleep(0.01)
 
 
+def _dead(pid: int) -> bool:
+    """A zombie, or already reaped (the flusher thread may notice the death first and wait for it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
 def test_writer_process_writes_segments_at_idle_priority(tmp_path: Path) -> None:
     log = PredictionLog(tmp_path, flush_rows=1000, flush_seconds=60).start()
     writer = log.writer_pid
@@ -129,7 +139,7 @@ def test_a_killed_writer_loses_only_what_it_held(tmp_path: Path) -> None:
     _wait(lambda: log.rows_sent == 3)  # handed over, not yet closed into a segment
     writer = log.writer_pid
     os.kill(writer, signal.SIGKILL)
-    _wait(lambda: Path(f"/proc/{writer}/stat").read_text().split(") ")[1][0] == "Z")  # dead, pipe closed
+    _wait(lambda: _dead(writer))  # its pipe is closed
     log.append(_record(3))
     log.append(_record(4, n=2))
     log.close()  # the broken pipe switches the log to writing here
@@ -174,17 +184,50 @@ os._exit(0)  # no close(): the writer sees the end of its input
     assert read_closed_segments(tmp_path)["request_id"].to_list() == [f"req-{i}" for i in range(5)]
 
 
-def test_bad_writer_settings_are_named_errors(tmp_path: Path) -> None:
-    with pytest.raises(SegmentError, match="writer must be one of"):
-        PredictionLog(tmp_path, writer="fork")
+def test_a_writer_that_cannot_start_leaves_the_worker_writing_its_segments(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path / "log", flush_rows=3, flush_seconds=60,
+                        python=str(tmp_path / "no-such-python")).start()
+    assert log.writer_pid is None and log.writer_priority == ""
+    for i in range(4):
+        log.append(_record(i))
+    _wait(lambda: log.local_segments == 1)  # closed by the row count in the flusher thread
+    log.append(_record(4, n=2))
+    log.close()
+    assert (log.local_segments, log.rows_written, log.rows_dropped, log.rows_sent) == (2, 6, 0, 0)
+    frame = read_closed_segments(tmp_path / "log")
+    assert frame["request_id"].to_list() == [f"req-{i}" for i in range(4)] + ["req-4", "req-4"]
+    assert all(f"-{os.getpid()}-" in name and not name.endswith("-eof.parquet") for name in frame["segment"])
+
+
+def test_bad_log_settings_are_named_errors(tmp_path: Path) -> None:
     with pytest.raises(SegmentError, match="flush_rows"):
         PredictionLog(tmp_path, flush_rows=0)
+    with pytest.raises(TypeError, match="writer"):  # one design: there is no writer mode to choose
+        PredictionLog(tmp_path, writer="thread")
+
+
+def test_the_log_writer_setting_accepts_process_with_a_note_and_refuses_thread(tmp_path: Path) -> None:
+    from mlops_assets.settings import SettingsError, load_settings
+
+    def settings_with(serving: dict):
+        config = tmp_path / "config.yaml"
+        config.write_text(yaml.safe_dump({"home": str(tmp_path / "home"), "serving": serving}))
+        return load_settings(env={}, config_path=config)
+
+    with pytest.warns(FutureWarning, match="serving.log_writer is deprecated"):
+        assert settings_with({"log_writer": "process"}).serving.log_writer == "process"
+    with pytest.raises(SettingsError, match=r"serving\.log_writer: .*'thread'.*remove serving\.log_writer"):
+        settings_with({"log_writer": "thread"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no note when the key is absent
+        assert settings_with({}).serving.log_writer is None
 
 
 def test_the_writer_process_imports_stay_light() -> None:
     """The writer starts at idle priority beside a busy worker: it must not import scipy/pandas
     (the drift modules) just to write segments (that once took ~2 s of its CPU)."""
-    code = ("import sys; import serving.inference.predlog_writer, serving.inference.predlog, mlops_assets.monitoring.served; "
+    code = ("import sys; import serving.inference.predlog_writer, serving.inference.predlog, "
+            "mlops_assets.monitoring.served; "
             "print(sorted(m for m in ('scipy', 'pandas', 'sklearn', 'torch') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

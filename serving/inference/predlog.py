@@ -3,7 +3,7 @@
 ``PredictionLog.append`` packs the request (its numbers as float64 bytes: ~5 us) and puts the tuple
 on a ``collections.deque`` (thread-safe, no lock on the request path). Every ``send_seconds`` a
 daemon thread pickles what is queued (~1 us a record) and hands it through a pipe to the worker's
-*writer process* (``serving/inference/predlog_writer.py``, under ``SCHED_IDLE``), which builds and writes the
+*writer process* (``predlog_writer.py``, under ``SCHED_IDLE``), which builds and writes the
 Parquet segments: every ``flush_rows`` rows or ``flush_seconds`` seconds and at shutdown, each to
 a temporary name, fsynced, renamed (``mlops_assets.data.segments.write_segment``).
 
@@ -12,14 +12,18 @@ segment of 5,000 requests costs ~15 ms of CPU; in a thread here it held the GIL 
 requests that arrived meanwhile waited (p99 at concurrency 1: 1.2-1.8 ms with it, 0.5 ms without).
 The writer process takes no GIL from the worker and yields its core to the worker at once.
 
-The worker numbers the segments (``pred-<start>-<pid>-<seq>.parquet``) and falls back to writing
-them itself, in the flusher thread, when the writer process cannot start or dies (the rows it held
-unwritten are counted in ``rows_dropped``) or is starved: when the pipe has been full for
-``flush_seconds`` (a worker saturating its core leaves an idle-priority process no time), the rows
-waiting in the worker are written here, so memory stays bounded. ``writer="thread"`` skips the
-process altogether. Without ``start()`` (tests, scripts), ``flush()`` writes in the calling thread.
+This is the one design: there is no mode that writes in the worker by choice. The worker numbers
+the segments (``pred-<start>-<pid>-<seq>.parquet``) and writes them itself, in the flusher thread,
+only as a fallback:
 
-The records themselves (``LogRecord``, ``pack``, ``packed_to_frame``): ``serving/inference/predlog_format.py``.
+* the writer process cannot start: every segment, from then on;
+* it dies: from then on; the rows it held unwritten are lost and counted in ``rows_dropped``;
+* it is starved: when the pipe has been full for ``flush_seconds`` (a worker saturating its core
+  leaves an idle-priority process no time), the rows waiting in the worker are written here, so
+  memory stays bounded.
+
+Without ``start()`` (tests, scripts) there is no writer process and ``flush()`` writes in the calling
+thread. The records themselves (``LogRecord``, ``pack``, ``packed_to_frame``): ``predlog_format.py``.
 """
 
 from __future__ import annotations
@@ -44,24 +48,22 @@ from serving.inference.predlog_format import LogRecord, Packed, pack, packed_to_
 from serving.inference.predlog_writer import HEADER, lower_priority
 
 log = logging.getLogger(__name__)
-WRITERS = ("process", "thread")
 PIPE_BYTES = 1 << 20  # the writer's pipe (the default unprivileged maximum): ~5,000 packed requests
 WAIT_SECONDS = 30.0  # how long flush() and close() wait for the writer process
-
 
 
 class PredictionLog:
     """Buffered, append-only prediction log of one worker process (see the module docstring)."""
 
     def __init__(self, log_dir: str | Path, flush_rows: int = 5000, flush_seconds: float = 2.0, *,
-                 writer: str = "process", send_seconds: float = 0.02) -> None:
+                 send_seconds: float = 0.02, python: str = sys.executable) -> None:
+        """``python``: the interpreter that runs the writer process (this one by default)."""
         if flush_rows < 1 or flush_seconds <= 0 or send_seconds <= 0:
             raise SegmentError("prediction-log: flush_rows must be >= 1, flush_seconds and send_seconds > 0")
-        if writer not in WRITERS:
-            raise SegmentError(f"prediction-log: writer must be one of {list(WRITERS)}, not {writer!r}")
         self.log_dir = Path(log_dir)
-        self.flush_rows, self.flush_seconds, self.send_seconds = int(flush_rows), float(flush_seconds), float(send_seconds)
-        self.writer = writer
+        self.flush_rows, self.flush_seconds = int(flush_rows), float(flush_seconds)
+        self.send_seconds = float(send_seconds)
+        self.python = python
         self._token = process_token()
         self._queue: deque[Packed] = deque()
         self._queued_rows = 0  # a hint for waking the flusher early; exact counts come from the records
@@ -87,7 +89,7 @@ class PredictionLog:
         self.segments_written = 0
         self.rows_written = 0
         self.rows_dropped = 0
-        self.local_segments = 0  # written by this process (fallback or writer="thread")
+        self.local_segments = 0  # written by this process (the fallback)
         self.rows_sent = 0  # handed to the writer process
         self._starved_writes, self._starved_logged = 0, -1e9
         self.writer_priority = ""  # "idle" (SCHED_IDLE), "nice" (19) or "normal"
@@ -109,9 +111,9 @@ class PredictionLog:
 
     # -- the flusher ------------------------------------------------------------------------------
     def start(self) -> PredictionLog:
-        """Start the writer process (``writer="process"``) and the flusher thread."""
+        """Start the writer process and the flusher thread."""
         if self._thread is None:
-            if self.writer == "process" and self._proc is None:
+            if self._proc is None:
                 self._start_writer()
             self._stop.clear()
             self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
@@ -282,12 +284,13 @@ class PredictionLog:
 
     # -- the writer process -----------------------------------------------------------------------
     def _start_writer(self) -> None:
-        root = str(Path(__file__).resolve().parents[2])  # the project root: `-m serving.inference.predlog_writer` imports
+        root = str(Path(__file__).resolve().parents[2])  # the project root, so the writer imports this tree
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "serving.inference.predlog_writer", str(self.log_dir), self._token, str(os.getpid())],
+                [self.python, "-m", "serving.inference.predlog_writer", str(self.log_dir), self._token,
+                 str(os.getpid())],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True)
         except OSError as exc:
             log.error("prediction-log: cannot start the writer process (%s); writing segments here", exc)

@@ -1,7 +1,7 @@
 """The prediction log's records: packed on the request path, expanded into segment frames.
 
-Shared by the serving worker (``serving/inference/predlog.py``: it packs and queues, and writes segments itself
-when it must) and its writer process (``serving/inference/predlog_writer.py``: it writes them normally).
+Shared by the serving worker (``predlog.py``: it packs and queues, and writes segments itself when it
+must) and its writer process (``predlog_writer.py``: it writes them normally).
 
 Why bytes: joining 5,000 byte strings and reading them with ``np.frombuffer`` is one C call;
 concatenating 5,000 small arrays costs ~1 ms per column (and per-record Python for the

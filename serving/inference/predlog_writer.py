@@ -1,17 +1,18 @@
 """The prediction-log writer process: one per inference worker, it turns packed records into segments.
 
-``python -m serving.inference.predlog_writer LOG_DIR TOKEN PID`` is started by ``serving.inference.predlog.PredictionLog``
-with pipes on stdin and stdout. Why a process: building and writing a Parquet segment of 5,000
-requests takes ~15 ms of CPU; in a thread of the worker it holds the worker's GIL in bursts, and
-requests that arrive meanwhile wait (the p99 at concurrency 1 was 1.2-1.8 ms with it, 0.5 ms
-without). Here it runs under ``SCHED_IDLE``: on the worker's core it only gets time the worker does
-not want, and the kernel preempts it at once when a request wakes the worker.
+``python -m serving.inference.predlog_writer LOG_DIR TOKEN PID`` is started by
+``serving.inference.predlog.PredictionLog`` with pipes on stdin and stdout. Why a process: building
+and writing a Parquet segment of 5,000 requests takes ~15 ms of CPU; in a thread of the worker it
+holds the worker's GIL in bursts, and requests that arrive meanwhile wait (the p99 at concurrency 1
+was 1.2-1.8 ms with it, 0.5 ms without). Here it runs under ``SCHED_IDLE``: on the worker's core it
+only gets time the worker does not want, and the kernel preempts it at once when a request wakes the
+worker.
 
 Protocol (private to the two processes):
 
 * stdin: frames of a 4-byte little-endian length and a pickle of ``(records, close_seq)``:
-  ``records`` a list of ``serving.inference.predlog_format.Packed`` tuples; ``close_seq`` None, or the sequence number
-  under which everything received so far is written as one closed segment
+  ``records`` a list of ``predlog_format.Packed`` tuples; ``close_seq`` None, or the sequence
+  number under which everything received so far is written as one closed segment
   (``pred-<TOKEN>-<PID>-<seq>.parquet``). The worker numbers segments, so its own fallback
   segments (written while this process is starved or gone) never clash with these.
 * stdout: one JSON line per close: ``{"seq", "rows", "segment"}`` or ``{"seq", "rows", "error"}``.

@@ -136,7 +136,7 @@ class InferenceService:
             RuntimeConfig.from_settings(settings), client_factory=lambda: stores.mlflow_client(settings),
             on_swap=lambda kind, version: self.metrics.swaps.labels(kind, version).inc())
         self.predlog = PredictionLog(settings.serving_log_dir, settings.serving.log_flush_rows,
-                                     settings.serving.log_flush_seconds, writer=settings.serving.log_writer)
+                                     settings.serving.log_flush_seconds)
         from mlops_assets.governance.usage import UsageLogger, usage_log_dir
 
         self.usage = UsageLogger(usage_log_dir(settings.serving_log_dir))
@@ -215,7 +215,8 @@ class InferenceService:
             status, payload = exc.status, orjson.dumps({"detail": exc.detail})
             version = getattr(exc, "model_version", "")
         except ClientGone:  # nothing to answer; counted as its own outcome
-            self.metrics.observe_request("/predict", "POST", CLIENT_CLOSED, version, time.perf_counter() - started)
+            self.metrics.observe_request("/predict", "POST", CLIENT_CLOSED, version,
+                                         time.perf_counter() - started)
             return
         except Exception:
             log.exception("scoring failed (request %s)", request_id)
