@@ -6,12 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
-import typer
 import yaml
 from typer.testing import CliRunner
 
 from mlops_assets.cli import app
-from mlops_assets.cli_prompts import audit_export, audit_verify_bundle, prompts_app
+from mlops_assets.cli.prompts import prompts_app
 from mlops_assets_tests.governance.test_workflow import OWNER, template_data, write_template
 
 pytest_plugins = ["mlops_assets_tests.conftest_llm"]
@@ -27,9 +26,9 @@ def test_check_passes_the_shipped_library_and_fails_a_broken_one(tmp_path: Path,
     bad = template_data("bad_note", instruction="Write about {{pair}} and {{tenor}}.")
     write_template(tmp_path, bad)
     result = runner.invoke(prompts_app, ["check", "--dir", str(tmp_path)])
-    assert result.exit_code == 1
+    assert result.exit_code == 4  # a Conflict: the pre-merge gate refuses the library
     assert "undeclared_variables" in result.output and "tenor" in result.output
-    assert "error: 2 error(s) in the prompt library" in result.output  # undeclared + golden inputs missing it
+    assert "error: prompts_dir: 2 error(s) in the prompt library" in result.output  # undeclared + golden inputs missing it
     assert "Traceback" not in result.output
 
 
@@ -58,10 +57,10 @@ def test_workflow_and_audit_export_through_the_command_line(cli_env: Path, tmp_p
     body = json.loads(submitted.stdout)
     assert body["decision"]["state"] == "IN_REVIEW" and body["evaluation"]["passed"]
 
-    refused = runner.invoke(app, ["approve", "prompt", "cli_note", "1.0.0", "--by", OWNER])
-    assert refused.exit_code == 1
+    refused = runner.invoke(app, ["prompts", "approve", "cli_note", "1.0.0", "--by", OWNER])
+    assert refused.exit_code == 4  # a Conflict: the four-eyes rule refuses
     assert refused.output.count("\n") == 1 and "owns the template" in refused.output
-    approved = runner.invoke(app, ["approve", "prompt", "cli_note", "1.0.0", "--by", "bob",
+    approved = runner.invoke(app, ["prompts", "approve", "cli_note", "1.0.0", "--by", "bob",
                                    "--comment", "ok"])
     assert approved.exit_code == 0, approved.output
     assert json.loads(approved.stdout)["state"] == "APPROVED"
@@ -75,17 +74,14 @@ def test_workflow_and_audit_export_through_the_command_line(cli_env: Path, tmp_p
     diff = runner.invoke(prompts_app, ["diff", "cli_note", "1.0.0", "1.1.0"])
     assert "+Write one short sentence on {{pair}}." in diff.output
     unknown = runner.invoke(prompts_app, ["diff", "cli_note", "1.0.0", "9.9.9"])
-    assert unknown.exit_code == 1
+    assert unknown.exit_code == 4  # the workflow raises a GovernanceError (a Conflict) for it
     assert "version 9.9.9 is not in the library and was never submitted" in unknown.output
 
-    audit = typer.Typer()
-    audit.command("export")(audit_export)
-    audit.command("verify-bundle")(audit_verify_bundle)
-    exported = runner.invoke(audit, ["export", "--out", str(tmp_path / "evidence"), "--by", "auditor"])
+    exported = runner.invoke(app, ["audit", "export", "--out", str(tmp_path / "evidence"), "--by", "auditor"])
     assert exported.exit_code == 0, exported.output
     (bundle,) = [p for p in (tmp_path / "evidence").iterdir() if p.is_dir()]
     assert "verified" in exported.output
-    assert runner.invoke(audit, ["verify-bundle", str(bundle.with_suffix(".zip"))]).exit_code == 0
+    assert runner.invoke(app, ["audit", "verify-bundle", str(bundle.with_suffix(".zip"))]).exit_code == 0
     (bundle / "policies" / "approvals.json").write_text("{}")
-    broken = runner.invoke(audit, ["verify-bundle", str(bundle)])
-    assert broken.exit_code == 1 and "policies/approvals.json does not match its sha256" in broken.output
+    broken = runner.invoke(app, ["audit", "verify-bundle", str(bundle)])
+    assert broken.exit_code == 4 and "policies/approvals.json does not match its sha256" in broken.output

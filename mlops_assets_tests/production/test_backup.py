@@ -87,7 +87,7 @@ def _tables(s) -> dict[str, pl.DataFrame]:
 def test_backup_and_restore_round_trip_into_a_fresh_home(tmp_path: Path, monkeypatch) -> None:
     from mlops_assets import stores
     from mlops_assets.backup import BackupError, read_backup_manifest, restore_home
-    from mlops_assets.cli_ops import ops_app
+    from mlops_assets.cli import app
     from mlops_assets.features.atomic import read_published
     from mlops_assets.features.online import SNAPSHOT_NAME
     from mlops_assets.models.wrapper import load_wrapper
@@ -106,7 +106,7 @@ def test_backup_and_restore_round_trip_into_a_fresh_home(tmp_path: Path, monkeyp
     for key, value in _env(home, config).items():
         monkeypatch.setenv(key, value)
     get_settings.cache_clear()
-    result = runner.invoke(ops_app, ["backup", "--out", str(archive)])
+    result = runner.invoke(app, ["backup", "--out", str(archive)])
     assert result.exit_code == 0, result.output
     assert "2 table(s)" in result.output and "audit key included" in result.output
     assert stat.S_IMODE(archive.stat().st_mode) == 0o600
@@ -121,7 +121,7 @@ def test_backup_and_restore_round_trip_into_a_fresh_home(tmp_path: Path, monkeyp
     fresh = tmp_path / "site-b" / "home"
     monkeypatch.setenv("MLOPS_HOME", str(fresh))
     get_settings.cache_clear()
-    result = runner.invoke(ops_app, ["restore", str(archive)])
+    result = runner.invoke(app, ["restore", str(archive)])
     assert result.exit_code == 0, result.output
     assert "audit log: ok" in result.output
 
@@ -149,10 +149,10 @@ def test_backup_and_restore_round_trip_into_a_fresh_home(tmp_path: Path, monkeyp
         assert instance.get_latest_materialization_event(dg.AssetKey("backup_marker")) is not None
 
     # a non-empty home is refused, then moved aside with --force
-    result = runner.invoke(ops_app, ["restore", str(archive)])
+    result = runner.invoke(app, ["restore", str(archive)])
     assert result.exit_code == 1 and "not empty" in result.output
     store.append_audit("carol", "test.after_restore", "test", "x")  # the anchor moves past the backup
-    result = runner.invoke(ops_app, ["restore", str(archive), "--force"])
+    result = runner.invoke(app, ["restore", str(archive), "--force"])
     assert result.exit_code == 0, result.output
     assert list(fresh.parent.glob("home.before-restore-*"))
 

@@ -77,7 +77,7 @@ def test_deploy_chain_from_refusal_to_an_answer(world: World, tmp_path: Path, fa
     # 3. submitted by one person, approved by another, then deployed; a second deploy changes nothing
     code, out = _cli("prompts", "submit", TEMPLATE, "--by", "alice", "--offline")
     assert code == 0, out
-    code, out = _cli("approve", "prompt", TEMPLATE, "1.0.0", "--by", "bob", "--comment", "reviewed")
+    code, out = _cli("prompts", "approve", TEMPLATE, "1.0.0", "--by", "bob", "--comment", "reviewed")
     assert code == 0, out
     code, out = _cli("prompts", "deploy-chain", TEMPLATE, "--by", "carol")
     assert code == 0, out

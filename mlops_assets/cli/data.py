@@ -6,7 +6,7 @@ exports, one CSV per symbol. The platform then reads that folder like any user's
 
     DATA_LOADER_TYPE=local DATA_SOURCE_PATH=DIR make demo      # or: make demo-real
 
-Nothing is downloaded. Mounted by ``mlops_assets.cli`` with ``app.add_typer(data_app, name="data")``.
+Nothing is downloaded.
 """
 
 from __future__ import annotations

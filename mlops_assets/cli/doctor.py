@@ -4,7 +4,8 @@ It lists every claim on a concurrency pool (``duckdb_warehouse``): the pool, the
 when, and whether the run's process still runs. A claim is *stuck* when its run is dead (killed: its
 processes are gone, yet it is still STARTED), finished or deleted; such a claim blocks every later
 warehouse step. ``--repair`` reports the dead runs failed and frees what they hold, then checks again.
-Exit 0 when healthy; non-zero, naming what is stuck, when stuck claims or dead runs remain.
+Exit 0 when healthy; 4 (a ``Conflict``), naming what is stuck, when stuck claims or dead runs remain;
+3 when DAGSTER_HOME does not exist.
 
 The Dagster side lives in ``mlops_assets.defs.recovery`` (the house rule: only ``defs/`` imports
 dagster); it is imported inside the command, so ``mlops`` starts without loading dagster.
@@ -73,8 +74,3 @@ def sweep_on_init(home: Path, echo: Callable[[str], object] = typer.echo) -> Non
         return
     with open_instance(home) as instance:
         recover_crashed_runs(instance, echo=echo)
-
-
-def register(app: typer.Typer) -> None:
-    """Mount ``doctor`` as a top-level command of ``app`` (the ``mlops`` command)."""
-    app.command("doctor")(doctor)

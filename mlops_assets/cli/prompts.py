@@ -1,26 +1,20 @@
-"""``mlops prompts ...`` (the prompt library and its review workflow) and ``mlops audit export``.
+"""``mlops prompts ...``: the prompt library and its review workflow.
 
-Mounted by ``mlops_assets.cli``::
-
-    from mlops_assets.cli_prompts import audit_export, audit_verify_bundle, prompts_app
-    app.add_typer(prompts_app, name="prompts")
-    audit_app.command("export")(audit_export)
-    audit_app.command("verify-bundle")(audit_verify_bundle)
-
-Approve, reject and roll back stay the generic ``mlops approve|reject|rollback prompt ...``
-commands. The shared helpers (``handles_errors``, ``settings``, ``actor``) are in ``cli_common``.
+``check`` (the pre-merge gate), ``list``, ``submit``, ``evaluate``, ``diff``, ``status``, then the
+decisions: ``approve``, ``reject``, ``promote`` (the retry when an approval could not move production),
+``rollback``, and ``deploy-chain`` (serve the LLM chain with an approved version).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from mlops_assets import cli_common as cli
-from mlops_assets.cli_common import By, handles_errors
+from mlops_assets.cli_common import By, handles_errors, require_text
+from mlops_assets.errors import Conflict
 
 prompts_app = typer.Typer(help="The prompt library and its approval workflow.", no_args_is_help=True)
 
@@ -49,7 +43,7 @@ def _echo_checks(checks: list[Any]) -> None:
 @prompts_app.command("check")
 @handles_errors
 def check(directory: LibraryDir = None) -> None:
-    """The pre-merge gate: schema, static and offline checks of every template file (exit 1 on errors)."""
+    """The pre-merge gate: schema, static and offline checks of every template file (exit 4 on errors)."""
     from mlops_assets.governance.evaluators import check_library
 
     directory = directory or cli.settings().prompts_dir
@@ -58,7 +52,8 @@ def check(directory: LibraryDir = None) -> None:
         typer.secho(f"  {p}", fg=typer.colors.RED if p.severity == "error" else typer.colors.YELLOW, err=True)
     errors = [p for p in problems if p.severity == "error"]
     if errors:
-        cli._fail(f"{len(errors)} error(s) in the prompt library {directory}; fix them before merging")
+        raise Conflict("prompts_dir", f"{len(errors)} error(s) in the prompt library {directory}",
+                       hint="fix them before merging")
     from mlops_assets.governance.prompts import template_files
 
     typer.echo(f"ok: {len(template_files(directory))} template(s) pass the static and offline checks"
@@ -103,7 +98,7 @@ def submit(template_id: str,
 @prompts_app.command("evaluate")
 @handles_errors
 def evaluate(template_id: str, by: By = None, offline: Offline = False) -> None:
-    """Evaluate the library's version of a template; exit 1 when a blocking check fails."""
+    """Evaluate the library's version of a template; exit 4 when a blocking check fails."""
     from mlops_assets.governance.workflow import current_template, evaluate_prompt
 
     s = cli.settings()
@@ -113,8 +108,8 @@ def evaluate(template_id: str, by: By = None, offline: Offline = False) -> None:
                f"MLflow run {result.mlflow_run_id}")
     _echo_checks(result.checks)
     if not result.passed:
-        cli._fail(f"{len(result.blocking_failures)} blocking check(s) failed: "
-                  + ", ".join(c.name for c in result.blocking_failures))
+        raise Conflict(template_id, f"{len(result.blocking_failures)} blocking check(s) failed: "
+                       + ", ".join(c.name for c in result.blocking_failures))
     typer.echo("passed" + ("" if result.cases else " (offline: no model checks)"))
 
 
@@ -147,6 +142,40 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="machine-readabl
         typer.echo(f"{r['template_id']:<28} {r['version']:<10} {state:<10} evaluation={verdict}{flags}")
 
 
+@prompts_app.command("approve")
+@handles_errors
+def approve(template_id: str, version: str, comment: Annotated[str, typer.Option(help="why")] = "",
+            by: By = None) -> None:
+    """Approve a version in review (not by its owner or submitter); production moves to it."""
+    from mlops_assets.governance.workflow import approve_prompt
+
+    cli.echo_json(approve_prompt(cli.settings(), template_id, version, reviewer=cli.actor(by),
+                                 comment=comment or None).to_dict())
+
+
+@prompts_app.command("reject")
+@handles_errors
+def reject(template_id: str, version: str, comment: Annotated[str, typer.Option(help="why (required)")] = "",
+           by: By = None) -> None:
+    """Reject a version (also revokes an approval)."""
+    from mlops_assets.governance.workflow import reject_prompt
+
+    require_text("comment", comment, "a rejection")
+    cli.echo_json(reject_prompt(cli.settings(), template_id, version, reviewer=cli.actor(by),
+                                reason=comment).to_dict())
+
+
+@prompts_app.command("rollback")
+@handles_errors
+def rollback(template_id: str, to: Annotated[str, typer.Option("--to", help="the version to go back to")],
+             reason: Annotated[str, typer.Option(help="what went wrong (required)")] = "", by: By = None) -> None:
+    """Move production back to an APPROVED version that served before."""
+    from mlops_assets.governance.workflow import rollback_prompt
+
+    require_text("reason", reason, "a rollback")
+    cli.echo_json(rollback_prompt(cli.settings(), template_id, to, actor=cli.actor(by), reason=reason).to_dict())
+
+
 @prompts_app.command("promote")
 @handles_errors
 def promote(template_id: str, version: str, reason: Annotated[str, typer.Option(help="note")] = "",
@@ -166,7 +195,7 @@ def deploy_chain(template_id: str,
                      help="an APPROVED version (default: the one in production, else the file's)")] = None,
                  reason: Annotated[str, typer.Option(help="note")] = "", by: By = None) -> None:
     """Serve the LLM chain (/invoke) with an APPROVED version of the template: registers the LangGraph
-    chain and moves its serving alias (refused, exit non-zero, when the version is not approved)."""
+    chain and moves its serving alias (refused, exit 4, when the version is not approved)."""
     from mlops_assets.models.llm_registry import deploy_chain as deploy
 
     s = cli.settings()
@@ -179,35 +208,3 @@ def deploy_chain(template_id: str,
         typer.secho("note: OPENAI_API_KEY (setting llm.api_key) is not set; the inference app needs it to "
                     "answer /invoke (and OPENAI_BASE_URL for a local OpenAI-compatible server)",
                     fg=typer.colors.YELLOW, err=True)
-
-
-@handles_errors
-def audit_export(out: Annotated[Path, typer.Option("--out", help="directory to write the bundle into")],
-                 by: By = None) -> None:
-    """Write the audit evidence bundle (folder + .zip) for an auditor, verify it, and record the export."""
-    from mlops_assets.governance.export import export_bundle, verify_bundle
-
-    root = export_bundle(cli.settings(), out, actor=cli.actor(by))
-    ok, problems = verify_bundle(root.with_suffix(".zip"))
-    if not ok:
-        cli._fail(f"the bundle {root} does not verify: {'; '.join(problems)}")
-    manifest = json.loads((root / "manifest.json").read_text())
-    head = (manifest["audit_head"] or {}).get("seq")
-    typer.echo(f"wrote {root} and {root.with_suffix('.zip').name}: {len(manifest['files'])} files, "
-               f"audit head {head}, verified")
-    if not manifest["audit_verified_at_export"]:
-        typer.secho("warning: the audit log itself did not verify; see audit/verification.json",
-                    fg=typer.colors.YELLOW, err=True)
-
-
-@handles_errors
-def audit_verify_bundle(path: Annotated[Path, typer.Argument(help="bundle folder or .zip")]) -> None:
-    """Check an exported bundle: every file against the manifest and the audit log's hash chain."""
-    from mlops_assets.governance.export import verify_bundle
-
-    ok, problems = verify_bundle(path)
-    if not ok:
-        for problem in problems:
-            typer.secho(f"  {problem}", fg=typer.colors.RED, err=True)
-        cli._fail(f"{path}: {len(problems)} problem(s); the bundle was changed after export")
-    typer.echo(f"ok: {path} matches its manifest and its audit chain")
