@@ -76,10 +76,10 @@ bench-load: install
 ## empty MLOPS_HOME (make restore BACKUP=...). See docs/backup.md.
 BACKUP ?= mlops-backup-$(shell date -u +%Y%m%dT%H%M%SZ).tar.gz
 backup: install
-	$(BIN)/python -m mlops_assets.cli_ops backup --out $(BACKUP)
+	$(BIN)/mlops backup --out $(BACKUP)
 
 restore: install
-	$(BIN)/python -m mlops_assets.cli_ops restore $(BACKUP)
+	$(BIN)/mlops restore $(BACKUP)
 
 clean:
 	rm -rf $(MLOPS_HOME)
