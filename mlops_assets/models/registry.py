@@ -136,6 +136,29 @@ def get_version_by_alias(client: MlflowClient, name: str, alias: str) -> ModelVe
         raise
 
 
+def list_versions(client: MlflowClient, name: str) -> list[ModelVersion]:
+    """Every version of the registered model ``name``, oldest first, each with its aliases.
+
+    MLflow 3's ``search_model_versions`` answers every version with ``aliases == []`` (only
+    ``get_model_version`` and the registered model carry them); the registered model's alias map,
+    read once, fills them in. Raises ``MlflowException`` (``RESOURCE_DOES_NOT_EXIST``) for an unknown
+    model, like ``get_registered_model``.
+    """
+    by_version: dict[str, list[str]] = {}
+    for alias, version in (client.get_registered_model(name).aliases or {}).items():
+        by_version.setdefault(str(version), []).append(alias)
+    found, token = [], None
+    while True:
+        page = client.search_model_versions(f"name = '{name}'", max_results=1000, page_token=token)
+        found.extend(page)
+        token = page.token
+        if not token:
+            break
+    for mv in found:
+        mv.aliases = sorted(by_version.get(str(mv.version), []))
+    return sorted(found, key=lambda mv: int(mv.version))
+
+
 def _ensure_registered_model(client: MlflowClient, name: str) -> None:
     try:
         client.get_registered_model(name)
@@ -352,5 +375,5 @@ def import_external_model(
 __all__ = [
     "DEFAULT_ALIASES", "GateResult", "Lineage", "RegisteredModel", "RegistryError", "apply_gate",
     "dataset_fingerprint", "default_artifact_location", "ensure_experiment", "get_version_by_alias",
-    "import_external_model", "model_uri", "resolve_alias", "train_and_register",
+    "import_external_model", "list_versions", "model_uri", "resolve_alias", "train_and_register",
 ]

@@ -296,6 +296,29 @@ def test_experiments_models_and_compare(mgmt: Mgmt, world: World) -> None:
         assert api.get("/api/v1/ml/lifecycle/models/no_such_model").status_code == 404
 
 
+def test_model_listing_shows_each_versions_aliases(mgmt: Mgmt) -> None:
+    """GET /models/{name} lists every version with the aliases that /models/{name}/{version} shows
+    (MLflow 3's search_model_versions answers aliases=[] for every version)."""
+    first, second = mgmt.versions[0], mgmt.versions[1]
+    mgmt.client.set_registered_model_alias(NAME, "listing-a", first)
+    mgmt.client.set_registered_model_alias(NAME, "listing-b", first)
+    mgmt.client.set_registered_model_alias(NAME, "listing-c", second)
+    try:
+        with _api(mgmt) as api:
+            model = api.get(f"/api/v1/ml/lifecycle/models/{NAME}").json()
+            listed = {v["version"]: v["aliases"] for v in model["versions"]}
+            assert {"listing-a", "listing-b"} <= set(listed[first]) and "listing-c" not in listed[first]
+            assert "listing-c" in listed[second]
+            for version, aliases in listed.items():
+                one = api.get(f"/api/v1/ml/lifecycle/models/{NAME}/{version}").json()
+                assert sorted(one["aliases"]) == sorted(aliases), version
+            by_alias = {a: v for v, aliases in listed.items() for a in aliases}
+            assert by_alias == model["aliases"]
+    finally:
+        for alias in ("listing-a", "listing-b", "listing-c"):
+            mgmt.client.delete_registered_model_alias(NAME, alias)
+
+
 def test_audit_verifies_and_prompts_are_listed(mgmt: Mgmt) -> None:
     with _api(mgmt) as api:
         verify = api.get("/api/v1/audit/verify").json()

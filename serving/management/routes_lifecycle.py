@@ -20,6 +20,7 @@ from mlflow.entities import ViewType
 from mlops_assets.errors import InvalidInput
 from mlops_assets.models import promotion
 from mlops_assets.models.gates import gate_policy
+from mlops_assets.models.registry import list_versions
 from serving.auth import Identity, require
 from serving.management.context import ApiContext, ctx
 from serving.management.schemas import VERSION_NUMBER, DecisionIn, DriftEventIn, RejectIn, RollbackIn
@@ -143,7 +144,7 @@ def list_models(c: ApiContext = Depends(ctx)) -> dict[str, Any]:
 @router.get("/models/{name}", summary="A registered model and its versions, with their decisions")
 def get_model(name: str = NAME, c: ApiContext = Depends(ctx)) -> dict[str, Any]:
     model = c.client.get_registered_model(name)
-    versions = sorted(c.client.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version))
+    versions = list_versions(c.client, name)  # with their aliases (MLflow 3's search leaves them empty)
     return {"name": model.name, "description": model.description, "aliases": _aliases(model),
             "versions": [_version(c, v) for v in reversed(versions)]}
 
