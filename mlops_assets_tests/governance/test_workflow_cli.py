@@ -64,6 +64,11 @@ def test_workflow_and_audit_export_through_the_command_line(cli_env: Path, tmp_p
                                    "--comment", "ok"])
     assert approved.exit_code == 0, approved.output
     assert json.loads(approved.stdout)["state"] == "APPROVED"
+    old_verb = runner.invoke(app, ["reject", "prompt", "cli_note", "1.0.0", "--by", "carol"])
+    assert old_verb.exit_code == 2  # the old verb runs `mlops prompts reject`, which needs a reason
+    assert old_verb.stderr.splitlines() == [
+        "deprecated: `mlops reject prompt` is now `mlops prompts reject`; the old form goes in the next release",
+        "error: comment: a rejection needs a reason (pass --comment TEXT)"]
     status = runner.invoke(prompts_app, ["status"])
     assert "cli_note" in status.output and "APPROVED" in status.output and "PRODUCTION" in status.output
 
