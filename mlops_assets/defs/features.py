@@ -28,7 +28,7 @@ from mlops_assets.features import catalog as cat
 from mlops_assets.features import lock, readmodels, statistics
 from mlops_assets.features.compute import ViewResult, compute_view
 from mlops_assets.features.datasets import build_training_dataset
-from mlops_assets.features.online import write_online_snapshot
+from mlops_assets.features.online import online_retention, write_online_snapshot
 from mlops_assets.features.views import FEATURE_VIEWS, FeatureView, table_name
 
 RAW = dg.AssetKey("raw_market_data")
@@ -278,7 +278,10 @@ def point_in_time_correct(context: dg.AssetCheckExecutionContext, platform: Plat
 )
 def online_features(context: dg.AssetExecutionContext, platform: PlatformResource,
                     **views: pl.DataFrame) -> dg.MaterializeResult:
-    info = write_online_snapshot([views[v.name] for v in FEATURE_VIEWS], FEATURE_VIEWS, platform.settings.online_dir)
+    s = platform.settings
+    retention = online_retention(s.features.online_retention_versions, s.features.online_retention_days)
+    info = write_online_snapshot([views[v.name] for v in FEATURE_VIEWS], FEATURE_VIEWS, s.online_dir,
+                                 retention=retention)
     return dg.MaterializeResult(metadata={
         "snapshot_version": info.version,
         "path": dg.MetadataValue.path(str(info.path)),
@@ -286,6 +289,7 @@ def online_features(context: dg.AssetExecutionContext, platform: PlatformResourc
         "as_of": str(info.as_of),
         "feature_view_versions": dg.MetadataValue.json(info.feature_view_versions),
         "features": dg.MetadataValue.json(info.feature_names),
+        "retention": retention.label,
     })
 
 
