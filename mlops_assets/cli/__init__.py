@@ -2,7 +2,7 @@
 
 ::
 
-    mlops init | status | serve | doctor | backup | restore
+    mlops init | status | serve | doctor | backup | restore | replay
     mlops models   list | approve | reject | promote | rollback | archive | import | as-of
     mlops prompts  check | list | submit | evaluate | diff | status | approve | reject | promote
                    | rollback | deploy-chain
@@ -12,7 +12,7 @@
 
 One module per noun group (``models.py``, ``prompts.py``, ...); the top-level commands are in
 ``ops.py`` and ``doctor.py``. A new command goes into its group's module, or into a module of its own
-that this one mounts, as ``models as-of`` (``mlops_assets/cli_models_history.py``). Every command is
+that this one mounts, as ``models as-of`` (``history.py``) and ``replay`` (``replay.py``). Every command is
 wrapped by ``mlops_assets.cli_common.handles_errors``, the one place errors become exit codes by type
 (InvalidInput 2, NotFound 3, Conflict 4, Forbidden 5, a settings error 2, anything else 1; one line on
 stderr, no traceback). ``cli_common`` stays outside this package so that a command module outside it
@@ -36,14 +36,16 @@ from mlops_assets.cli.doctor import doctor
 from mlops_assets.cli.features import features_app
 from mlops_assets.cli.models import models_app
 from mlops_assets.cli.prompts import prompts_app
+from mlops_assets.cli.replay import replay_command
 from mlops_assets.cli_common import report
-from mlops_assets.cli_models_history import models_as_of
+from mlops_assets.cli.history import models_as_of
 
 app = typer.Typer(help="MLOps platform command line: `mlops NOUN VERB` (models, prompts, features, audit, data).",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 
 for command in (ops.init, ops.status, ops.serve, doctor, ops.backup, ops.restore):
     app.command(command.__name__)(command)
+app.command("replay")(replay_command)
 models_app.command("as-of")(models_as_of)
 app.add_typer(models_app, name="models")
 app.add_typer(prompts_app, name="prompts")

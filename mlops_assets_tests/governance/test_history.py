@@ -104,7 +104,7 @@ def test_models_as_of_command_prints_the_answer_or_the_break(mlops_home: Path) -
     from typer.testing import CliRunner
 
     from mlops_assets import stores
-    from mlops_assets.cli_models_history import models_as_of
+    from mlops_assets.cli.history import models_as_of
     from mlops_assets.settings import get_settings
 
     app = typer.Typer()

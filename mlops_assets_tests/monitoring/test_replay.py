@@ -210,7 +210,7 @@ def test_a_tampered_log_value_is_a_named_mismatch_and_the_cli_exits_non_zero(
 
     monkeypatch.setenv("MLOPS_CONFIG", str(world.config_path))
     get_settings.cache_clear()
-    from mlops_assets.cli_replay import replay_command
+    from mlops_assets.cli.replay import replay_command
 
     app = typer.Typer()
     app.command("replay")(replay_command)
