@@ -1,5 +1,6 @@
 """The daily flow runs by itself: the automation sensor is on by default, and new raw data leads to
-updated feature views, a new online snapshot and a drift report -- never to training."""
+updated feature views, a new online snapshot and a drift report -- never to training, staging or
+production; a promotion or new served traffic does not start a drift report either."""
 
 from __future__ import annotations
 
@@ -27,7 +28,10 @@ def test_new_raw_data_flows_to_features_snapshot_and_drift_never_training(small_
                                                                           instance: dg.DagsterInstance) -> None:
     defs = build(small_home)
     assets = [*defs.assets, *(defs.asset_checks or [])]
-    everything = dg.AssetSelection.groups("ingestion", "features", "monitoring")
+    # the daily flow's unpartitioned assets (live_performance, per day, is measured by its own schedule)
+    graph = defs.resolve_asset_graph()
+    everything = dg.AssetSelection.groups("ingestion", "features", "monitoring") - dg.AssetSelection.assets(
+        *[key for key in graph.get_all_asset_keys() if graph.get(key).partitions_def is not None])
     assert dg.materialize(assets, resources=defs.resources, selection=everything, instance=instance).success
     # the first evaluation sees the graph up to date: nothing to do
     first = dg.evaluate_automation_conditions(defs=defs, instance=instance)
@@ -47,3 +51,9 @@ def test_new_raw_data_flows_to_features_snapshot_and_drift_never_training(small_
     downstream = _requested(third, defs)
     assert "trained_model" not in downstream
     assert {"online_features", "drift_report"} <= requested | downstream, (requested, downstream)
+    assert not {"staging_model", "production_model", "served_predictions"} & (requested | downstream)
+    # a promotion or new served traffic is lineage of the drift report, not its trigger
+    for key in ("production_model", "served_predictions"):
+        instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=key))
+    fourth = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=third.cursor)
+    assert "drift_report" not in _requested(fourth, defs), _requested(fourth, defs)
