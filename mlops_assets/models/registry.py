@@ -24,7 +24,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from pydantic import BaseModel, ConfigDict, Field
 
-from mlops_assets.errors import InvalidInput
+from mlops_assets.errors import Conflict, InvalidInput
 from mlops_assets.models import tags as T
 
 DEFAULT_ALIASES: dict[str, str] = {
@@ -197,6 +197,33 @@ def ensure_experiment(client: MlflowClient, experiment_name: str,
         return experiment.experiment_id
     location = artifact_location or default_artifact_location(client.tracking_uri, experiment_name)
     return client.create_experiment(experiment_name, artifact_location=location)
+
+
+def create_experiment(client: MlflowClient, name: str, *, description: str | None = None,
+                      tags: Mapping[str, str] | None = None, created_by: str | None = None,
+                      artifact_location: str | None = None) -> str:
+    """Create the experiment ``name`` (artifacts as in :func:`ensure_experiment`) and return its id.
+
+    ``Conflict`` when an experiment of that name exists, active or deleted (MLflow keeps a deleted
+    one's name until it is purged). ``description`` is MLflow's ``mlflow.note.content`` tag."""
+    existing = client.get_experiment_by_name(name)
+    if existing is not None:
+        deleted = existing.lifecycle_stage == "deleted"
+        raise Conflict("name", f"experiment {name!r} already exists" + (" (deleted)" if deleted else ""),
+                       hint="restore it in MLflow or pick another name" if deleted
+                       else "use it, or pick another name")
+    all_tags = {str(k): str(v) for k, v in (tags or {}).items()}
+    if description:
+        all_tags["mlflow.note.content"] = description
+    if created_by:
+        all_tags["created_by"] = created_by
+    location = artifact_location or default_artifact_location(client.tracking_uri, name)
+    try:
+        return client.create_experiment(name, artifact_location=location, tags=all_tags)
+    except MlflowException as exc:  # created by someone else in between
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+        raise Conflict("name", f"experiment {name!r} already exists", hint="use it, or pick another name") from None
 
 
 def train_and_register(
