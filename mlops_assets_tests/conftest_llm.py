@@ -48,6 +48,6 @@ def llm_tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture(scope="session")
 def embedder() -> Any:
-    from mlops_assets.governance.groundedness import get_embedder
+    from mlops_assets.prompts.groundedness import get_embedder
 
     return get_embedder()

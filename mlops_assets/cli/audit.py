@@ -61,7 +61,7 @@ def log(limit: int = 20) -> None:
 def export(out: Annotated[Path, typer.Option("--out", help="directory to write the bundle into")],
            by: By = None) -> None:
     """Write the audit evidence bundle (folder + .zip) for an auditor, verify it, and record the export."""
-    from mlops_assets.governance.export import export_bundle, verify_bundle
+    from mlops_assets.reporting.export import export_bundle, verify_bundle
 
     root = export_bundle(settings(), out, actor=actor(by))
     ok, problems = verify_bundle(root.with_suffix(".zip"))
@@ -80,7 +80,7 @@ def export(out: Annotated[Path, typer.Option("--out", help="directory to write t
 @handles_errors
 def verify_bundle(path: Annotated[Path, typer.Argument(help="bundle folder or .zip")]) -> None:
     """Check an exported bundle: every file against the manifest and the audit log's hash chain."""
-    from mlops_assets.governance.export import verify_bundle as verify
+    from mlops_assets.reporting.export import verify_bundle as verify
 
     ok, problems = verify(path)
     if not ok:

@@ -26,7 +26,7 @@ def _llm_client(offline: bool) -> Any:
     """An OpenAI client when ``OPENAI_API_KEY`` is set and ``--offline`` is not given."""
     import os
 
-    from mlops_assets.governance.chat import ENV_API_KEY, client_from_env
+    from mlops_assets.prompts.chat import ENV_API_KEY, client_from_env
 
     if offline or not os.environ.get(ENV_API_KEY, "").strip():
         return None
@@ -44,7 +44,7 @@ def _echo_checks(checks: list[Any]) -> None:
 @handles_errors
 def check(directory: LibraryDir = None) -> None:
     """The pre-merge gate: schema, static and offline checks of every template file (exit 4 on errors)."""
-    from mlops_assets.governance.evaluators import check_library
+    from mlops_assets.prompts.evaluators import check_library
 
     directory = directory or cli.settings().prompts_dir
     problems = check_library(directory)
@@ -54,7 +54,7 @@ def check(directory: LibraryDir = None) -> None:
     if errors:
         raise Conflict("prompts_dir", f"{len(errors)} error(s) in the prompt library {directory}",
                        hint="fix them before merging")
-    from mlops_assets.governance.prompts import template_files
+    from mlops_assets.prompts.library import template_files
 
     typer.echo(f"ok: {len(template_files(directory))} template(s) pass the static and offline checks"
                + (f" ({len(problems)} warning(s))" if problems else ""))
@@ -65,7 +65,7 @@ def check(directory: LibraryDir = None) -> None:
 def list_templates() -> None:
     """Templates in the library: id, version, owner, risk level, review state."""
     from mlops_assets import stores
-    from mlops_assets.governance.prompt_records import find_template, scan_library
+    from mlops_assets.prompts.records import find_template, scan_library
 
     s = cli.settings()
     scan = scan_library(s.prompts_dir)
@@ -86,7 +86,7 @@ def submit(template_id: str,
            comment: Annotated[str, typer.Option(help="note for the reviewer")] = "", by: By = None,
            offline: Offline = False) -> None:
     """Submit the library's version of a template for review (registers it in MLflow and evaluates it)."""
-    from mlops_assets.governance.workflow import current_template, submit_prompt
+    from mlops_assets.prompts.workflow import current_template, submit_prompt
 
     s = cli.settings()
     version = version or current_template(s, template_id).version
@@ -99,7 +99,7 @@ def submit(template_id: str,
 @handles_errors
 def evaluate(template_id: str, by: By = None, offline: Offline = False) -> None:
     """Evaluate the library's version of a template; exit 4 when a blocking check fails."""
-    from mlops_assets.governance.workflow import current_template, evaluate_prompt
+    from mlops_assets.prompts.workflow import current_template, evaluate_prompt
 
     s = cli.settings()
     template = current_template(s, template_id)
@@ -117,7 +117,7 @@ def evaluate(template_id: str, by: By = None, offline: Offline = False) -> None:
 @handles_errors
 def diff(template_id: str, v1: str, v2: str) -> None:
     """What changed from V1 to V2 (template text, then every other field)."""
-    from mlops_assets.governance.workflow import diff_prompt
+    from mlops_assets.prompts.workflow import diff_prompt
 
     typer.echo(diff_prompt(cli.settings(), template_id, v1, v2), nl=False)
 
@@ -126,7 +126,7 @@ def diff(template_id: str, v1: str, v2: str) -> None:
 @handles_errors
 def status(as_json: Annotated[bool, typer.Option("--json", help="machine-readable")] = False) -> None:
     """Every template version: review state, production, content changes, last evaluation."""
-    from mlops_assets.governance.workflow import prompt_status
+    from mlops_assets.prompts.workflow import prompt_status
 
     rows = prompt_status(cli.settings())
     if as_json:
@@ -147,7 +147,7 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="machine-readabl
 def approve(template_id: str, version: str, comment: Annotated[str, typer.Option(help="why")] = "",
             by: By = None) -> None:
     """Approve a version in review (not by its owner or submitter); production moves to it."""
-    from mlops_assets.governance.workflow import approve_prompt
+    from mlops_assets.prompts.workflow import approve_prompt
 
     cli.echo_json(approve_prompt(cli.settings(), template_id, version, reviewer=cli.actor(by),
                                  comment=comment or None).to_dict())
@@ -158,7 +158,7 @@ def approve(template_id: str, version: str, comment: Annotated[str, typer.Option
 def reject(template_id: str, version: str, comment: Annotated[str, typer.Option(help="why (required)")] = "",
            by: By = None) -> None:
     """Reject a version (also revokes an approval)."""
-    from mlops_assets.governance.workflow import reject_prompt
+    from mlops_assets.prompts.workflow import reject_prompt
 
     require_text("comment", comment, "a rejection")
     cli.echo_json(reject_prompt(cli.settings(), template_id, version, reviewer=cli.actor(by),
@@ -170,7 +170,7 @@ def reject(template_id: str, version: str, comment: Annotated[str, typer.Option(
 def rollback(template_id: str, to: Annotated[str, typer.Option("--to", help="the version to go back to")],
              reason: Annotated[str, typer.Option(help="what went wrong (required)")] = "", by: By = None) -> None:
     """Move production back to an APPROVED version that served before."""
-    from mlops_assets.governance.workflow import rollback_prompt
+    from mlops_assets.prompts.workflow import rollback_prompt
 
     require_text("reason", reason, "a rollback")
     cli.echo_json(rollback_prompt(cli.settings(), template_id, to, actor=cli.actor(by), reason=reason).to_dict())
@@ -181,7 +181,7 @@ def rollback(template_id: str, to: Annotated[str, typer.Option("--to", help="the
 def promote(template_id: str, version: str, reason: Annotated[str, typer.Option(help="note")] = "",
             by: By = None) -> None:
     """Move production to an APPROVED version (the retry when an approval could not move it)."""
-    from mlops_assets.governance.workflow import promote_prompt
+    from mlops_assets.prompts.workflow import promote_prompt
 
     d = promote_prompt(cli.settings(), template_id, version, actor=cli.actor(by), reason=reason or None)
     typer.echo(f"{template_id}: production -> {d.version} (MLflow version {d.mlflow_version}, was "
@@ -196,7 +196,7 @@ def deploy_chain(template_id: str,
                  reason: Annotated[str, typer.Option(help="note")] = "", by: By = None) -> None:
     """Serve the LLM chain (/invoke) with an APPROVED version of the template: registers the LangGraph
     chain and moves its serving alias (refused, exit 4, when the version is not approved)."""
-    from mlops_assets.models.llm_registry import deploy_chain as deploy
+    from mlops_assets.llm.registry import deploy_chain as deploy
 
     s = cli.settings()
     d = deploy(s, template_id, version, actor=cli.actor(by), reason=reason or None)

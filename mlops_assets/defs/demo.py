@@ -176,7 +176,7 @@ def _end(echo: Callable[[str], None], outcomes: list[RunOutcome], version: str |
 
 def _evaluate_prompts(defs: dg.Definitions, instance: dg.DagsterInstance,
                       echo: Callable[[str], None]) -> list[RunOutcome]:
-    from mlops_assets.governance.prompts import load_library
+    from mlops_assets.prompts.library import load_library
     from mlops_assets.settings import get_settings
 
     ids = [t.id for t in load_library(get_settings().prompts_dir)]

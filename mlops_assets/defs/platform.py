@@ -46,7 +46,7 @@ TREND_KPIS = ("share_versions_complete_metadata", "share_versions_using_shared_f
 )
 def llm_usage_summary(context: dg.AssetExecutionContext,
                       platform: PlatformResource) -> dg.Output[pl.DataFrame]:
-    from mlops_assets.governance.usage import read_usage, summarise_usage, usage_log_dir
+    from mlops_assets.prompts.usage import read_usage, summarise_usage, usage_log_dir
 
     usage = read_usage(usage_log_dir(platform.settings.serving_log_dir))
     summary = summarise_usage(usage)
@@ -92,7 +92,7 @@ def _trend_png(history: pl.DataFrame) -> bytes | None:
     ),
 )
 def platform_kpis(context: dg.AssetExecutionContext, platform: PlatformResource) -> dg.MaterializeResult:
-    from mlops_assets.governance.kpis import platform_kpis as compute
+    from mlops_assets.reporting.kpis import platform_kpis as compute
 
     s = platform.settings
     wh = platform.warehouse
@@ -139,8 +139,8 @@ def demo_llm_chain_and_kpis(defs: dg.Definitions, instance: dg.DagsterInstance, 
     Returns 1 when one of these runs failed (the platform's own failure), 0 otherwise; a prompt that
     is not approved yet is not a failure (approval is a person's act).
     """
-    from mlops_assets.models.llm import LLMModelConfig
-    from mlops_assets.models.llm_registry import chain_prompt_state
+    from mlops_assets.llm.chain import LLMModelConfig
+    from mlops_assets.llm.registry import chain_prompt_state
     from mlops_assets.settings import get_settings
 
     s, failed = get_settings(), 0

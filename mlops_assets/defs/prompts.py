@@ -31,7 +31,7 @@ import polars as pl
 
 from mlops_assets.defs.common import FOLLOW_UPSTREAM_WHEN_GATES_PASS, OWNER_LLM, markdown_table
 from mlops_assets.defs.resources import PlatformResource
-from mlops_assets.governance import policy as P
+from mlops_assets.prompts import policy as P
 
 PROMPT_TEMPLATES = dg.DynamicPartitionsDefinition(name="prompt_templates")
 
@@ -65,8 +65,8 @@ def _partitioned_check(name: str, asset: str, description: str) -> dg.AssetCheck
 
 
 def _template(settings, template_id: str):
-    from mlops_assets.governance.prompt_records import find_template
-    from mlops_assets.governance.prompts import PromptLibraryError
+    from mlops_assets.prompts.records import find_template
+    from mlops_assets.prompts.library import PromptLibraryError
     from mlops_assets.governance.records import GovernanceError
 
     try:
@@ -103,12 +103,12 @@ def _code_block(text: str, language: str = "") -> dg.MetadataValue:
                                     "The template's static checks hold for its risk level.")],
 )
 def prompt_templates(context: dg.AssetExecutionContext, platform: PlatformResource):
-    from mlops_assets.governance.evaluators import static_checks
-    from mlops_assets.governance.policy import PromptPolicy
-    from mlops_assets.governance.prompt_records import open_stores
-    from mlops_assets.governance.prompt_status import production_prompt, production_template
-    from mlops_assets.governance.prompts import diff_templates, render
-    from mlops_assets.governance.workflow import register_prompt_version
+    from mlops_assets.prompts.evaluators import static_checks
+    from mlops_assets.prompts.policy import PromptPolicy
+    from mlops_assets.prompts.records import open_stores
+    from mlops_assets.prompts.status import production_prompt, production_template
+    from mlops_assets.prompts.library import diff_templates, render
+    from mlops_assets.prompts.workflow import register_prompt_version
 
     s = platform.settings
     template = _template(s, context.partition_key)
@@ -207,8 +207,8 @@ def _group_result(name: str, evaluation) -> dg.AssetCheckResult:
 )
 def prompt_evaluations(context: dg.AssetExecutionContext, config: PromptEvaluationConfig,
                        platform: PlatformResource):
-    from mlops_assets.governance.policy import PromptPolicy
-    from mlops_assets.governance.workflow import evaluate_prompt
+    from mlops_assets.prompts.policy import PromptPolicy
+    from mlops_assets.prompts.workflow import evaluate_prompt
 
     s = platform.settings
     template = _template(s, context.partition_key)
@@ -271,7 +271,7 @@ def evaluated_content_hash(instance: dg.DagsterInstance, template_id: str) -> st
            description="Watches the prompt library: a new template gets a partition, and every template "
                        "whose content hash changed gets one registration + evaluation run.")
 def prompt_library_sensor(context: dg.SensorEvaluationContext, platform: PlatformResource):
-    from mlops_assets.governance.prompt_records import changed_templates, scan_library
+    from mlops_assets.prompts.records import changed_templates, scan_library
 
     scan = scan_library(platform.settings.prompts_dir)
     for problem in scan.problems:
@@ -316,7 +316,7 @@ class LLMChainConfig(dg.Config):
 def llm_chain(context: dg.AssetExecutionContext, config: LLMChainConfig,
               platform: PlatformResource) -> dg.MaterializeResult:
     from mlops_assets.errors import Conflict
-    from mlops_assets.models.llm_registry import deploy_chain
+    from mlops_assets.llm.registry import deploy_chain
 
     s = platform.settings
     try:

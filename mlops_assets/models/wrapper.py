@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 WRAPPER_IMPORT_PATHS: dict[str, str] = {
     "lightning": "mlops_assets.models.lightning:PytorchLightningWrapper",
-    "llm": "mlops_assets.models.llm:LangGraphWrapper",
+    "llm": "mlops_assets.llm.chain:LangGraphWrapper",
     "pyfunc": "mlops_assets.models.wrapper:PyfuncWrapper",
 }
 FALLBACK_WRAPPER = "pyfunc"

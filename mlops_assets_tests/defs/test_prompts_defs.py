@@ -10,10 +10,10 @@ import dagster as dg
 import pytest
 import yaml
 
-from mlops_assets.governance.prompts import content_hash, load_template
+from mlops_assets.prompts.library import content_hash, load_template
 from mlops_assets_tests.defs.conftest import build
 from mlops_assets_tests.fake_openai import FAKE_API_KEY
-from mlops_assets_tests.governance.test_workflow import template_data, write_template
+from mlops_assets_tests.prompts.test_workflow import template_data, write_template
 
 pytest_plugins = ["mlops_assets_tests.conftest_llm"]
 
@@ -90,7 +90,7 @@ def _metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
 def test_registration_and_evaluation_of_one_template_partition(prompts_dir: Path, instance, monkeypatch,
                                                                fake_openai) -> None:
     from mlops_assets import stores
-    from mlops_assets.governance import prompt_records as R
+    from mlops_assets.prompts import records as R
     from mlops_assets.settings import get_settings
 
     tid = "defs_fx_note"
@@ -136,7 +136,7 @@ def test_registration_and_evaluation_of_one_template_partition(prompts_dir: Path
 
 def test_usage_summary_and_kpi_history(prompts_dir: Path, instance) -> None:
     from mlops_assets import stores
-    from mlops_assets.governance.usage import UsageLogger, UsageRecord, usage_log_dir
+    from mlops_assets.prompts.usage import UsageLogger, UsageRecord, usage_log_dir
     from mlops_assets.settings import get_settings
 
     s = get_settings()
@@ -201,7 +201,7 @@ def test_llm_chain_asset_and_the_demo_step(prompts_dir: Path, instance, monkeypa
 
     from mlops_assets import stores
     from mlops_assets.defs.platform import demo_llm_chain_and_kpis
-    from mlops_assets.governance.workflow import approve_prompt, submit_prompt
+    from mlops_assets.prompts.workflow import approve_prompt, submit_prompt
     from mlops_assets.settings import get_settings
 
     tid, chain = "defs_chain_note", "defs_chain_llm"

@@ -38,7 +38,7 @@ def test_implementations_satisfy_the_protocol():
 
 
 def test_wrapper_registry_names_the_llm_plug_in_and_refuses_unknown_names():
-    assert WRAPPER_IMPORT_PATHS["llm"] == "mlops_assets.models.llm:LangGraphWrapper"
+    assert WRAPPER_IMPORT_PATHS["llm"] == "mlops_assets.llm.chain:LangGraphWrapper"
     assert wrapper_class("lightning") is PytorchLightningWrapper
     with pytest.raises(ModelInputError, match="WRAPPER_IMPORT_PATHS") as err:
         wrapper_class("sklearn-pipeline")

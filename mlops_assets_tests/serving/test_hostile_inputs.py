@@ -153,7 +153,7 @@ def test_405_lists_every_method_of_the_path(api: Api) -> None:
 
 
 def test_status_and_body_follow_the_error_type_not_its_text() -> None:
-    from mlops_assets.governance.prompts import PromptLibraryError
+    from mlops_assets.prompts.library import PromptLibraryError
     from mlops_assets.governance.records import GovernanceError
     from mlops_assets.models.promotion import PromotionRefused
     from mlops_assets.models.registry import RegistryError

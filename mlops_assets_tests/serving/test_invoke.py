@@ -9,10 +9,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mlops_assets.governance.prompt_registry import set_production_alias, sync_prompt
-from mlops_assets.governance.prompts import load_library
-from mlops_assets.models.llm import format_number
-from mlops_assets.models.llm_registry import log_llm_model
+from mlops_assets.prompts.registry import set_production_alias, sync_prompt
+from mlops_assets.prompts.library import load_library
+from mlops_assets.llm.chain import format_number
+from mlops_assets.llm.registry import log_llm_model
 from mlops_assets.settings import PROJECT_ROOT
 from mlops_assets_tests.fake_openai import FAKE_API_KEY
 from mlops_assets_tests.serving.conftest import KEYS, ThreadedServer, World, wait_ready, wait_until
@@ -58,7 +58,7 @@ def test_invoke_answers_through_the_registered_chain(world: World, tmp_path: Pat
         assert missing.status_code == 404 and "NOPE" in missing.json()["detail"]
         assert httpx.post(f"{server.url}/invoke", json={"symbol": ""}).status_code == 422
     # every call is in the usage log (template, version, status, latency, tokens), flushed at shutdown
-    from mlops_assets.governance.usage import read_usage, summarise_usage, usage_log_dir
+    from mlops_assets.prompts.usage import read_usage, summarise_usage, usage_log_dir
 
     usage = read_usage(usage_log_dir(settings.serving_log_dir))
     assert set(usage["status"].to_list()) >= {"ok", "error"}

@@ -19,9 +19,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mlops_assets.governance.prompt_registry import set_production_alias, sync_prompt
-from mlops_assets.governance.prompts import load_library
-from mlops_assets.models.llm_registry import log_llm_model
+from mlops_assets.prompts.registry import set_production_alias, sync_prompt
+from mlops_assets.prompts.library import load_library
+from mlops_assets.llm.registry import log_llm_model
 from mlops_assets.settings import PROJECT_ROOT
 from mlops_assets_tests.fake_openai import FAKE_API_KEY
 from mlops_assets_tests.serving.conftest import (

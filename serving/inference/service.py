@@ -23,7 +23,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from mlops_assets.data.schema import ENTITY_KEY
-from mlops_assets.governance.usage import UsageRecord
+from mlops_assets.prompts.usage import UsageRecord
 from mlops_assets.settings import Settings
 from serving.auth import KeyRing
 from serving.inference.payload import PayloadError, build_matrix, parse_payload
@@ -137,7 +137,7 @@ class InferenceService:
             on_swap=lambda kind, version: self.metrics.swaps.labels(kind, version).inc())
         self.predlog = PredictionLog(settings.serving_log_dir, settings.serving.log_flush_rows,
                                      settings.serving.log_flush_seconds)
-        from mlops_assets.governance.usage import UsageLogger, usage_log_dir
+        from mlops_assets.prompts.usage import UsageLogger, usage_log_dir
 
         self.usage = UsageLogger(usage_log_dir(settings.serving_log_dir))
         self.access_log = AccessLog(app="inference") if settings.serving.access_log else None
@@ -297,8 +297,8 @@ class InferenceService:
         except ClientGone:
             return client_gone()
         request.scope[SCOPE_MODEL_VERSION] = f"llm-{llm.version}"
-        from mlops_assets.governance.chat import LLMConfigError
-        from mlops_assets.governance.prompt_registry import PromptRegistryError
+        from mlops_assets.prompts.chat import LLMConfigError
+        from mlops_assets.prompts.registry import PromptRegistryError
 
         started = time.perf_counter()
         request_id = request.scope[SCOPE_REQUEST_ID]

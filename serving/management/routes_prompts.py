@@ -3,7 +3,7 @@
 Reads: the templates in the prompt library with their governance state, a diff between two
 versions, usage per template. Writes (an API key with the approver role; the key's owner is the
 identity in the audit log) go through the same workflow functions as the CLI
-(``mlops_assets.governance.workflow``): submit, evaluate, test (render with sample inputs), approve
+(``mlops_assets.prompts.workflow``): submit, evaluate, test (render with sample inputs), approve
 (moves ``production``), reject, roll back. Templates are files (``prompts/``), so creating or
 editing them over HTTP answers 405 with the reason.
 """
@@ -63,7 +63,7 @@ def _plain(value: Any) -> Any:
 
 
 def _library(directory: FsPath) -> list[Any]:
-    from mlops_assets.governance.prompts import PromptLibraryError, load_library
+    from mlops_assets.prompts.library import PromptLibraryError, load_library
 
     try:
         return load_library(directory)
@@ -72,7 +72,7 @@ def _library(directory: FsPath) -> list[Any]:
 
 
 def _summary(c: ApiContext, template: Any) -> dict[str, Any]:
-    from mlops_assets.governance.prompts import content_hash
+    from mlops_assets.prompts.library import content_hash
 
     decision = c.store.latest_decision("prompt", template.id, template.version)
     return {"id": template.id, "version": template.version, "owner": template.owner,
@@ -113,14 +113,14 @@ def write_template(template_id: str) -> JSONResponse:
 @router.get("/templates/{template_id}/diff", summary="What changed between two versions of a template")
 def diff(template_id: str = TEMPLATE_ID, v1: str = Query(pattern=VERSION_RE), v2: str = Query(pattern=VERSION_RE),
          c: ApiContext = Depends(ctx)) -> dict[str, Any]:
-    from mlops_assets.governance.workflow import diff_prompt
+    from mlops_assets.prompts.workflow import diff_prompt
 
     return {"template_id": template_id, "from": v1, "to": v2, "diff": diff_prompt(c.settings, template_id, v1, v2)}
 
 
 @router.get("/usage", summary="Calls, success rate, latency percentiles and tokens per template version")
 def usage(c: ApiContext = Depends(ctx)) -> dict[str, Any]:
-    from mlops_assets.governance.usage import read_usage, summarise_usage, usage_log_dir
+    from mlops_assets.prompts.usage import read_usage, summarise_usage, usage_log_dir
 
     rows = summarise_usage(read_usage(usage_log_dir(c.settings.serving_log_dir))).to_dicts()
     return {"items": _plain(rows), "total": len(rows)}
@@ -136,8 +136,8 @@ def template_usage(template_id: str = TEMPLATE_ID, c: ApiContext = Depends(ctx))
              summary="Render the template with sample inputs (the golden set's first case by default)")
 def test_template(body: TestIn | None = None, template_id: str = TEMPLATE_ID, version: str = VERSION,
                   c: ApiContext = Depends(ctx)) -> dict[str, Any]:
-    from mlops_assets.governance.prompts import render
-    from mlops_assets.governance.workflow import current_template
+    from mlops_assets.prompts.library import render
+    from mlops_assets.prompts.workflow import current_template
 
     template = current_template(c.settings, template_id, version)
     variables = dict(body.variables) if body and body.variables else (
@@ -152,7 +152,7 @@ def test_template(body: TestIn | None = None, template_id: str = TEMPLATE_ID, ve
 @router.post("/templates/{template_id}/{version}/submit", summary="Submit a version for review (approver)")
 def submit(body: CommentIn | None = None, template_id: str = TEMPLATE_ID, version: str = VERSION,
            who: Identity = APPROVER, c: ApiContext = Depends(ctx)) -> dict[str, Any]:
-    from mlops_assets.governance.workflow import submit_prompt
+    from mlops_assets.prompts.workflow import submit_prompt
 
     result = submit_prompt(c.settings, template_id, version, actor=who.owner, comment=body.comment if body else None)
     return _plain(result.to_dict())
@@ -162,7 +162,7 @@ def submit(body: CommentIn | None = None, template_id: str = TEMPLATE_ID, versio
              summary="Run the automatic evaluation of a version (approver)")
 def evaluate(template_id: str = TEMPLATE_ID, version: str = VERSION, who: Identity = APPROVER,
              c: ApiContext = Depends(ctx)) -> dict[str, Any]:
-    from mlops_assets.governance.workflow import current_template, evaluate_prompt
+    from mlops_assets.prompts.workflow import current_template, evaluate_prompt
 
     result = evaluate_prompt(c.settings, current_template(c.settings, template_id, version), actor=who.owner)
     return {"template_id": template_id, "version": version, "passed": result.passed,
@@ -174,7 +174,7 @@ def evaluate(template_id: str = TEMPLATE_ID, version: str = VERSION, who: Identi
              summary="Approve a version in review; production moves to it (approver, not the owner)")
 def approve(body: CommentIn | None = None, template_id: str = TEMPLATE_ID, version: str = VERSION,
             who: Identity = APPROVER, c: ApiContext = Depends(ctx)) -> dict[str, Any]:
-    from mlops_assets.governance.workflow import approve_prompt
+    from mlops_assets.prompts.workflow import approve_prompt
 
     decision = approve_prompt(c.settings, template_id, version, reviewer=who.owner,
                               comment=body.comment if body else None)
@@ -184,7 +184,7 @@ def approve(body: CommentIn | None = None, template_id: str = TEMPLATE_ID, versi
 @router.post("/templates/{template_id}/{version}/reject", summary="Reject a version (approver)")
 def reject(body: ReasonIn, template_id: str = TEMPLATE_ID, version: str = VERSION, who: Identity = APPROVER,
            c: ApiContext = Depends(ctx)) -> dict[str, Any]:
-    from mlops_assets.governance.workflow import reject_prompt
+    from mlops_assets.prompts.workflow import reject_prompt
 
     return {"decision": _plain(reject_prompt(c.settings, template_id, version, reviewer=who.owner,
                                              reason=body.reason).to_dict())}
@@ -194,7 +194,7 @@ def reject(body: ReasonIn, template_id: str = TEMPLATE_ID, version: str = VERSIO
              summary="Move production back to an earlier approved version (approver)")
 def rollback(body: RollbackPromptIn, template_id: str = TEMPLATE_ID, who: Identity = APPROVER,
              c: ApiContext = Depends(ctx)) -> dict[str, Any]:
-    from mlops_assets.governance.workflow import rollback_prompt
+    from mlops_assets.prompts.workflow import rollback_prompt
 
     deployment = rollback_prompt(c.settings, template_id, body.to_version, actor=who.owner, reason=body.reason)
     return {"deployment": _plain(asdict(deployment))}

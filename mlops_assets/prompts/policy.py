@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from mlops_assets.governance.prompts import RiskLevel
+from mlops_assets.prompts.library import RiskLevel
 
 # check names (stable: the Dagster checks, the CLI and the approval workflow refer to them)
 CHECK_SCHEMA = "schema"

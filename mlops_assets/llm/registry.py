@@ -1,7 +1,7 @@
 """Package the LLM chain as an MLflow model: the pyfunc behind ``llm_model.py`` and ``log_llm_model``.
 
 The chain is logged as *models from code*: MLflow stores ``llm_model.py`` (which hands over
-:class:`LLMChainModel`) and the ``model_config`` (:class:`~mlops_assets.models.llm.LLMModelConfig`:
+:class:`LLMChainModel`) and the ``model_config`` (:class:`~mlops_assets.llm.chain.LLMModelConfig`:
 prompt id and alias, checks). No weights, no secrets: the prompt is resolved from the prompt
 registry when the model is loaded, the API key from the environment when it is called.
 """
@@ -17,7 +17,7 @@ import mlflow
 from mlflow import MlflowClient
 
 from mlops_assets.models import tags as T
-from mlops_assets.models.llm import LangGraphWrapper, LLMModelConfig, LLMWrapperError, using_tracking_uri
+from mlops_assets.llm.chain import LangGraphWrapper, LLMModelConfig, LLMWrapperError, using_tracking_uri
 from mlops_assets.models.registry import RegisteredModel, ensure_experiment
 from mlops_assets.models.tags import ALIAS_CHALLENGER, ALIAS_PRODUCTION
 
@@ -141,9 +141,9 @@ class ChainDeployment:
 
 def _default_prompt_version(settings: Any, template_id: str) -> str:
     """The version serving ``prompts:/<id>@production`` if any, else the library file's version."""
-    from mlops_assets.governance.prompt_records import open_stores
-    from mlops_assets.governance.prompt_status import production_prompt
-    from mlops_assets.governance.workflow import current_template
+    from mlops_assets.prompts.records import open_stores
+    from mlops_assets.prompts.status import production_prompt
+    from mlops_assets.prompts.workflow import current_template
 
     with open_stores(settings) as s:
         prod = production_prompt(s, template_id)
@@ -155,7 +155,7 @@ def _default_prompt_version(settings: Any, template_id: str) -> str:
 def chain_prompt_state(settings: Any, template_id: str, version: str | None = None) -> tuple[str, str]:
     """``(version, state)`` of the prompt version :func:`deploy_chain` would serve (state ``never submitted``
     when the governance store has no decision about it)."""
-    from mlops_assets.governance.prompt_records import KIND, open_stores
+    from mlops_assets.prompts.records import KIND, open_stores
 
     version = str(version) if version else _default_prompt_version(settings, template_id)
     with open_stores(settings) as s:
@@ -173,7 +173,7 @@ def deploy_chain(settings: Any, template_id: str, version: str | None = None, *,
        :class:`~mlops_assets.models.promotion.PromotionRefused` (a ``Conflict``) names its state and
        the command to approve it, and nothing is written.
     2. ``prompts:/<id>@production`` is confirmed on that version through the prompt workflow's one
-       production move (:func:`~mlops_assets.governance.workflow.promote_prompt`: re-checks the
+       production move (:func:`~mlops_assets.prompts.workflow.promote_prompt`: re-checks the
        approval and the evaluation, audited, idempotent).
     3. A chain version of ``settings.llm.llm_model_name`` is logged (models-from-code, tags naming
        the prompt version and content hash) unless the version serving the alias already names them.
@@ -181,9 +181,9 @@ def deploy_chain(settings: Any, template_id: str, version: str | None = None, *,
        the alias mover of :mod:`~mlops_assets.models.promotion` (set, record the deployment with the
        prompt evidence, put back if recording fails).
     """
-    from mlops_assets.governance.prompt_records import KIND, open_stores
+    from mlops_assets.prompts.records import KIND, open_stores
     from mlops_assets.governance.records import DecisionState
-    from mlops_assets.governance.workflow import promote_prompt
+    from mlops_assets.prompts.workflow import promote_prompt
     from mlops_assets.models import promotion as P
 
     version = str(version) if version else _default_prompt_version(settings, template_id)

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from mlops_assets.governance.groundedness import split_sentences
+from mlops_assets.prompts.groundedness import split_sentences
 
 OFFLINE_SCORER = "alt-profanity-check"
 MODERATION_SCORER = "openai-moderation"

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from mlops_assets.governance.prompts import ModelParameters, PromptTemplate, content_hash
+from mlops_assets.prompts.library import ModelParameters, PromptTemplate, content_hash
 from mlops_assets.models.tags import ALIAS_PRODUCTION, TAG_APPROVAL_STATE
 
 TAG_CONTENT_HASH = "prompt.content_hash"

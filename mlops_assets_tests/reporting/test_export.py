@@ -12,10 +12,10 @@ import pytest
 
 from mlops_assets import stores
 from mlops_assets.governance.audit import entry_hash
-from mlops_assets.governance.export import AUDIT_LOG, MANIFEST, bundle_summary, export_bundle, verify_bundle
-from mlops_assets.governance.workflow import approve_prompt, submit_prompt
+from mlops_assets.reporting.export import AUDIT_LOG, MANIFEST, bundle_summary, export_bundle, verify_bundle
+from mlops_assets.prompts.workflow import approve_prompt, submit_prompt
 from mlops_assets.settings import Settings
-from mlops_assets_tests.governance.test_workflow import make_settings, template_data, write_template
+from mlops_assets_tests.prompts.test_workflow import make_settings, template_data, write_template
 
 pytest_plugins = ["mlops_assets_tests.conftest_llm"]
 
@@ -119,7 +119,7 @@ def test_edits_after_export_are_caught(bundle: tuple[Settings, Path]) -> None:
 
 def test_governance_doc_states_the_thresholds_in_force() -> None:
     """docs/governance.md is what reviewers read: its threshold table must match the prompt policy."""
-    from mlops_assets.governance.policy import PromptPolicy, RiskThresholds
+    from mlops_assets.prompts.policy import PromptPolicy, RiskThresholds
 
     doc = (Path(__file__).resolve().parents[2] / "docs" / "governance.md").read_text()
     policy = PromptPolicy()

@@ -14,7 +14,7 @@ features do not support) is withheld (``output=None``, ``blocked=True``) unless 
 sets ``block_on_flags: false``.
 
 The chain is logged to MLflow as a models-from-code pyfunc (``llm_model.py``, logged by
-:func:`mlops_assets.models.llm_registry.log_llm_model`) whose ``model_config``
+:func:`mlops_assets.llm.registry.log_llm_model`) whose ``model_config``
 (:class:`LLMModelConfig`) names the prompt and the checks; ``load(model_uri)``
 brings it back and resolves the prompt, ``refresh()`` re-resolves the alias (serving calls it on
 every poll). The API key comes from ``OPENAI_API_KEY`` and is never stored in MLflow or answers.
@@ -32,12 +32,12 @@ import mlflow
 from langgraph.graph import END, START, StateGraph
 from pydantic import BaseModel, ConfigDict, Field
 
-from mlops_assets.governance.chat import chat_complete, client_from_env
-from mlops_assets.governance.golden import as_cases, golden_metrics
-from mlops_assets.governance.groundedness import check_numeric_claims
-from mlops_assets.governance.prompt_registry import RegisteredPrompt, load_production_prompt
-from mlops_assets.governance.prompts import render_text
-from mlops_assets.governance.toxicity import score_toxicity
+from mlops_assets.prompts.chat import chat_complete, client_from_env
+from mlops_assets.prompts.golden import as_cases, golden_metrics
+from mlops_assets.prompts.groundedness import check_numeric_claims
+from mlops_assets.prompts.registry import RegisteredPrompt, load_production_prompt
+from mlops_assets.prompts.library import render_text
+from mlops_assets.prompts.toxicity import score_toxicity
 from mlops_assets.models.tags import ALIAS_PRODUCTION
 
 FeatureLookup = Callable[[str], Mapping[str, Any] | None]

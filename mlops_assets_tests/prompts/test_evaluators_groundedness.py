@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mlops_assets.governance.groundedness import (
+from mlops_assets.prompts.groundedness import (
     assess_groundedness,
     check_numeric_claims,
     extract_numbers,
@@ -12,7 +12,7 @@ from mlops_assets.governance.groundedness import (
     parse_judge_answer,
     split_sentences,
 )
-from mlops_assets.governance.toxicity import MODERATION_SCORER, OFFLINE_SCORER, score_toxicity
+from mlops_assets.prompts.toxicity import MODERATION_SCORER, OFFLINE_SCORER, score_toxicity
 
 pytest_plugins = ["mlops_assets_tests.conftest_llm"]
 

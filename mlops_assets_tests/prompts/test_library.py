@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlops_assets.governance.prompts import (
+from mlops_assets.prompts.library import (
     MissingVariablesError,
     PromptLibraryError,
     content_hash,

@@ -30,11 +30,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlops_assets.governance import prompt_records as R
+from mlops_assets.prompts import records as R
 from mlops_assets.governance.audit import GENESIS_HASH, entry_hash, format_ts
-from mlops_assets.governance.policy import PromptPolicy
-from mlops_assets.governance.prompt_records import split_subject
-from mlops_assets.governance.workflow import ApprovalPolicy
+from mlops_assets.prompts.policy import PromptPolicy
+from mlops_assets.prompts.records import split_subject
+from mlops_assets.prompts.workflow import ApprovalPolicy
 
 if TYPE_CHECKING:
     from mlops_assets.evaluation.compliance import CompliancePolicy
@@ -105,7 +105,7 @@ def _decisions(store: GovernanceStore) -> list[dict[str, Any]]:
 
 def _files(settings: Settings, store: GovernanceStore, prompt_policy: PromptPolicy, approval: ApprovalPolicy,
            compliance: CompliancePolicy) -> dict[str, str]:
-    from mlops_assets.governance.prompt_status import prompt_status
+    from mlops_assets.prompts.status import prompt_status
 
     entries = store.list_audit(limit=None, newest_first=False)
     verification = store.verify_audit()

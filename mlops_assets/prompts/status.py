@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from mlops_assets.governance import prompt_records as R
-from mlops_assets.governance.prompt_records import KIND, Stores, find_template, open_stores, split_subject
-from mlops_assets.governance.prompt_registry import (RegisteredPrompt, current_alias_version,
+from mlops_assets.prompts import records as R
+from mlops_assets.prompts.records import KIND, Stores, find_template, open_stores, split_subject
+from mlops_assets.prompts.registry import (RegisteredPrompt, current_alias_version,
                                                      get_prompt_version, list_prompt_versions)
-from mlops_assets.governance.prompts import (PromptLibraryError, PromptTemplate, content_hash, diff_templates,
+from mlops_assets.prompts.library import (PromptLibraryError, PromptTemplate, content_hash, diff_templates,
                                              load_template, template_files)
 from mlops_assets.governance.records import GovernanceError
 from mlops_assets.models.tags import ALIAS_PRODUCTION

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from mlops_assets.governance.prompt_registry import (
+from mlops_assets.prompts.registry import (
     TAG_CONTENT_HASH,
     TAG_SEMVER,
     PromptRegistryError,
@@ -18,7 +18,7 @@ from mlops_assets.governance.prompt_registry import (
     set_prompt_state,
     sync_prompt,
 )
-from mlops_assets.governance.prompts import content_hash, load_library
+from mlops_assets.prompts.library import content_hash, load_library
 from mlops_assets.models.tags import TAG_APPROVAL_STATE
 
 LIBRARY = Path(__file__).resolve().parents[2] / "prompts"

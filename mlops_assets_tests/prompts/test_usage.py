@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from mlops_assets.governance.usage import (USAGE_SCHEMA, UsageLogError, UsageLogger, UsageRecord,
+from mlops_assets.prompts.usage import (USAGE_SCHEMA, UsageLogError, UsageLogger, UsageRecord,
                                            list_segments, read_usage, summarise_usage, usage_log_dir)
 
 

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from mlops_assets.cli import app
 from mlops_assets.cli.prompts import prompts_app
-from mlops_assets_tests.governance.test_workflow import OWNER, template_data, write_template
+from mlops_assets_tests.prompts.test_workflow import OWNER, template_data, write_template
 
 pytest_plugins = ["mlops_assets_tests.conftest_llm"]
 

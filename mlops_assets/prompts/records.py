@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from mlops_assets.governance.audit import AuditEntry, format_ts
-from mlops_assets.governance.policy import PromptEvaluation
-from mlops_assets.governance.prompts import (
+from mlops_assets.prompts.policy import PromptEvaluation
+from mlops_assets.prompts.library import (
     TEMPLATE_SUFFIXES,
     PromptLibraryError,
     PromptTemplate,

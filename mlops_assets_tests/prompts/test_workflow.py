@@ -15,13 +15,13 @@ from mlflow import MlflowClient
 
 from mlops_assets import stores
 from mlops_assets.errors import InvalidInput, NotFound
-from mlops_assets.governance import prompt_records as R
-from mlops_assets.governance.policy import CHECK_OUTPUT_NUMBERS, PromptPolicy
-from mlops_assets.governance.prompt_registry import (current_alias_version, list_prompt_versions,
+from mlops_assets.prompts import records as R
+from mlops_assets.prompts.policy import CHECK_OUTPUT_NUMBERS, PromptPolicy
+from mlops_assets.prompts.registry import (current_alias_version, list_prompt_versions,
                                                      load_production_prompt)
-from mlops_assets.governance.prompts import content_hash, load_template
+from mlops_assets.prompts.library import content_hash, load_template
 from mlops_assets.governance.records import DecisionState, GovernanceError
-from mlops_assets.governance.workflow import (PromptWorkflowError, approve_prompt, diff_prompt,
+from mlops_assets.prompts.workflow import (PromptWorkflowError, approve_prompt, diff_prompt,
                                               evaluate_prompt, prompt_status, reject_prompt, rollback_prompt,
                                               submit_prompt)
 from mlops_assets.settings import Settings

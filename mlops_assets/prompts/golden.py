@@ -17,8 +17,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mlops_assets.governance.chat import ChatResult, chat_complete
-from mlops_assets.governance.prompts import GoldenCase, ModelParameters, render_text
+from mlops_assets.prompts.chat import ChatResult, chat_complete
+from mlops_assets.prompts.library import GoldenCase, ModelParameters, render_text
 
 
 @dataclass(frozen=True)

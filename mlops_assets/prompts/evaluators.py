@@ -13,7 +13,7 @@
    groundedness (semantic + numeric, and an LLM judge unless disabled), and golden-set quality
    (exact match, contains, ROUGE-L, BLEU).
 
-Thresholds and which checks block come from :class:`~mlops_assets.governance.policy.PromptPolicy`
+Thresholds and which checks block come from :class:`~mlops_assets.prompts.policy.PromptPolicy`
 by the template's risk level. :func:`check_library` is the pre-merge gate (``mlops prompts check``):
 it loads each file separately, so one broken file does not hide the others, and runs 1 and 2.
 """
@@ -26,22 +26,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlops_assets.governance import policy as P
-from mlops_assets.governance.golden import CaseRun, golden_metrics, run_golden_set
-from mlops_assets.governance.groundedness import (
+from mlops_assets.prompts import policy as P
+from mlops_assets.prompts.golden import CaseRun, golden_metrics, run_golden_set
+from mlops_assets.prompts.groundedness import (
     GroundednessReport,
     assess_groundedness,
     judge_groundedness,
     prime_embeddings,
 )
-from mlops_assets.governance.policy import (
+from mlops_assets.prompts.policy import (
     CaseReport,
     CheckResult,
     PromptEvaluation,
     PromptPolicy,
     RiskThresholds,
 )
-from mlops_assets.governance.prompts import (
+from mlops_assets.prompts.library import (
     PromptLibraryError,
     PromptTemplate,
     content_hash,
@@ -51,7 +51,7 @@ from mlops_assets.governance.prompts import (
     render,
     template_files,
 )
-from mlops_assets.governance.toxicity import score_toxicity
+from mlops_assets.prompts.toxicity import score_toxicity
 
 Metrics = dict[str, float]
 

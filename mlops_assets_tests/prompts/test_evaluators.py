@@ -6,10 +6,10 @@ from pathlib import Path
 
 import yaml
 
-from mlops_assets.governance import policy as P
-from mlops_assets.governance.evaluators import check_library, evaluate_template, static_checks
-from mlops_assets.governance.policy import PromptPolicy
-from mlops_assets.governance.prompts import load_library, parse_template
+from mlops_assets.prompts import policy as P
+from mlops_assets.prompts.evaluators import check_library, evaluate_template, static_checks
+from mlops_assets.prompts.policy import PromptPolicy
+from mlops_assets.prompts.library import load_library, parse_template
 
 pytest_plugins = ["mlops_assets_tests.conftest_llm"]
 

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 from mlflow import MlflowClient
 
-from mlops_assets.governance.kpis import (KPI_SCHEMA, GovernanceFacts, ModelVersionFacts,
+from mlops_assets.reporting.kpis import (KPI_SCHEMA, GovernanceFacts, ModelVersionFacts,
                                           collect_governance_facts, collect_model_versions, compute_kpis,
                                           missing_metadata)
 from mlops_assets.governance.store import GovernanceStore

@@ -35,16 +35,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mlops_assets.errors import InvalidInput
-from mlops_assets.governance import prompt_records as R
-from mlops_assets.governance.evaluators import evaluate_template
-from mlops_assets.governance.policy import PromptEvaluation, PromptPolicy
-from mlops_assets.governance.prompt_records import (KIND, EvaluationRecord, PromptDeployment, Stores,
+from mlops_assets.prompts import records as R
+from mlops_assets.prompts.evaluators import evaluate_template
+from mlops_assets.prompts.policy import PromptEvaluation, PromptPolicy
+from mlops_assets.prompts.records import (KIND, EvaluationRecord, PromptDeployment, Stores,
                                                     SubmissionRecord, find_template, open_stores)
-from mlops_assets.governance.prompt_registry import (current_alias_version, find_prompt_version,
+from mlops_assets.prompts.registry import (current_alias_version, find_prompt_version,
                                                      get_prompt_version, set_production_alias,
                                                      set_prompt_state, sync_prompt)
-from mlops_assets.governance.prompt_status import diff_prompt, prompt_status  # re-exported
-from mlops_assets.governance.prompts import PromptTemplate, content_hash
+from mlops_assets.prompts.status import diff_prompt, prompt_status  # re-exported
+from mlops_assets.prompts.library import PromptTemplate, content_hash
 from mlops_assets.governance.records import Decision, DecisionState, GovernanceError
 from mlops_assets.models.tags import ALIAS_PRODUCTION
 
@@ -412,7 +412,7 @@ def reject_prompt(settings: Settings, template_id: str, version: str, *, reviewe
         decision = s.store.reject(KIND, template_id, version, actor=reviewer, comment=reason)
         submission = R.latest_submission(s.store, template_id, version)
         try:
-            from mlops_assets.governance.prompt_registry import list_prompt_versions
+            from mlops_assets.prompts.registry import list_prompt_versions
 
             for registered in list_prompt_versions(s.client, template_id):
                 same = (registered.content_hash == submission.content_hash if submission

@@ -11,17 +11,17 @@ import pytest
 from mlflow import MlflowClient
 from openai import OpenAI
 
-from mlops_assets.governance.chat import LLMConfigError, client_from_env
-from mlops_assets.governance.prompt_registry import set_production_alias, sync_prompt
-from mlops_assets.governance.prompts import load_library
-from mlops_assets.models.llm import (
+from mlops_assets.prompts.chat import LLMConfigError, client_from_env
+from mlops_assets.prompts.registry import set_production_alias, sync_prompt
+from mlops_assets.prompts.library import load_library
+from mlops_assets.llm.chain import (
     FeatureNotFoundError,
     LangGraphWrapper,
     LLMWrapperError,
     format_features,
     format_number,
 )
-from mlops_assets.models.llm_registry import log_llm_model
+from mlops_assets.llm.registry import log_llm_model
 from mlops_assets.models.wrapper import load_wrapper
 from mlops_assets_tests.fake_openai import FAKE_API_KEY
 
