@@ -27,9 +27,11 @@ import polars as pl
 from mlops_assets.data import segments
 
 SEGMENT_PREFIX = "pred-"
+SHADOW_PREFIX = "shadow-"  # the shadow model's rows (same request ids, variant "shadow"): a sibling stream
 SEGMENT_SUFFIX = ".parquet"
 NAMES_COLUMN = "feature_names"
 VALUES_COLUMN = "feature_values"
+REQUEST_FEATURES_COLUMN = "request_features"  # per row: the feature names the request itself supplied
 SEGMENT_COLUMN = "segment"
 FEATURE_PREFIX = "feature_"
 
@@ -48,6 +50,7 @@ SEGMENT_SCHEMA: dict[str, pl.DataType] = {
     "latency_ms": pl.Float64(),
     NAMES_COLUMN: pl.List(pl.String()),
     VALUES_COLUMN: pl.List(pl.Float64()),
+    REQUEST_FEATURES_COLUMN: pl.List(pl.String()),
 }
 
 
@@ -63,13 +66,14 @@ def write_segment(frame: pl.DataFrame, log_dir: str | Path, name: str) -> Path:
         raise ServedLogError(str(exc)) from None
 
 
-def list_closed_segments(log_dir: str | Path) -> list[Path]:
-    """Closed segments, oldest name first (temporary files are never listed)."""
+def list_closed_segments(log_dir: str | Path, prefix: str = SEGMENT_PREFIX) -> list[Path]:
+    """Closed segments, oldest name first (temporary files are never listed); ``prefix``
+    :data:`SHADOW_PREFIX` lists the shadow stream instead of the served one."""
     directory = Path(log_dir)
     if not directory.exists():
         return []
     return sorted(p for p in directory.iterdir()
-                  if p.is_file() and p.name.startswith(SEGMENT_PREFIX) and p.name.endswith(SEGMENT_SUFFIX))
+                  if p.is_file() and p.name.startswith(prefix) and p.name.endswith(SEGMENT_SUFFIX))
 
 
 def _empty_frame() -> pl.DataFrame:
@@ -100,15 +104,16 @@ def expand_features(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def read_closed_segments(log_dir: str | Path, exclude: Iterable[str] = (), *,
-                         features: bool = True) -> pl.DataFrame:
+                         features: bool = True, prefix: str = SEGMENT_PREFIX) -> pl.DataFrame:
     """Every closed segment in ``log_dir`` not named in ``exclude``, as one frame.
 
     Columns: ``SEGMENT_SCHEMA`` (the feature lists expanded into one column per feature unless
     ``features=False``) plus ``segment`` (the file name), ordered by time. An empty or missing
-    directory gives an empty frame with the log columns.
+    directory gives an empty frame with the log columns. ``prefix=SHADOW_PREFIX`` reads the shadow
+    model's rows (written beside the served ones by the writer process) instead.
     """
     skip = set(exclude)
-    paths = [p for p in list_closed_segments(log_dir) if p.name not in skip]
+    paths = [p for p in list_closed_segments(log_dir, prefix) if p.name not in skip]
     if not paths:
         return _empty_frame()
     frames = []

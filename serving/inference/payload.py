@@ -235,6 +235,7 @@ def build_matrix(
     online: Callable[[str], np.ndarray | None] | None,
     entity_key: str,
     snapshot_version: str | None,
+    supplied: list[tuple[str, ...] | None] | None = None,
 ) -> tuple[np.ndarray, list[str | None]]:
     """The ``(n, len(features))`` float32 matrix and the entity of each row, or a PayloadError
     naming every bad field.
@@ -242,10 +243,14 @@ def build_matrix(
     ``online(entity)`` returns the entity's vector in ``features`` order, or None when the
     snapshot does not know it. An instance with an entity takes its values from there and the
     request's ``features`` override them; without an entity, every feature must be in the request.
+    ``supplied``, when given, receives one item per row: the feature names the request itself gave
+    for that row (None: none), which the prediction log records (``request_features``).
     """
     if not payload.errors:
         fast = _complete_rows(payload.raw, features, index)
         if fast is not None:
+            if supplied is not None:
+                supplied.extend([tuple(features)] * len(payload.raw))
             return fast, [None] * len(payload.raw)
     instances = instances_of(payload, entity_key)
     n, k = len(instances), len(features)
@@ -289,4 +294,7 @@ def build_matrix(
         where = f"online snapshot {snapshot_version}" if snapshot_version else "the online snapshot"
         names = ", ".join(repr(u) for u in dict.fromkeys(unknown))
         raise PayloadError(404, f"unknown {entity_key}: {names} not in {where}")
+    if supplied is not None:
+        supplied.extend(tuple(name for name in features if name in inst.features) or None
+                        for inst in instances)
     return x, [inst.entity for inst in instances]

@@ -22,6 +22,12 @@ only as a fallback:
   leaves an idle-priority process no time), the rows waiting in the worker are written here, so
   memory stays bounded.
 
+Shadow scoring (``shadow=ShadowConfig(...)``, from ``serving.shadow_alias``): the writer process also
+scores every closed segment with that alias's model and writes the sibling ``shadow-`` segment
+(``predlog_shadow.py``). The worker only counts what it reports (``shadow_rows_written``,
+``shadow_rows_missing``, ``shadow_version``); rows the worker writes itself (the fallback) have no
+shadow rows and are counted as missing.
+
 Without ``start()`` (tests, scripts) there is no writer process and ``flush()`` writes in the calling
 thread. The records themselves (``LogRecord``, ``pack``, ``packed_to_frame``): ``predlog_format.py``.
 """
@@ -45,6 +51,7 @@ from typing import Any
 from mlops_assets.data.segments import SegmentError, process_token
 from mlops_assets.monitoring.served import write_segment
 from serving.inference.predlog_format import LogRecord, Packed, pack, packed_to_frame, rows_of, segment_name
+from serving.inference.predlog_shadow import ShadowConfig
 from serving.inference.predlog_writer import HEADER, lower_priority
 
 log = logging.getLogger(__name__)
@@ -56,14 +63,21 @@ class PredictionLog:
     """Buffered, append-only prediction log of one worker process (see the module docstring)."""
 
     def __init__(self, log_dir: str | Path, flush_rows: int = 5000, flush_seconds: float = 2.0, *,
-                 send_seconds: float = 0.02, python: str = sys.executable) -> None:
-        """``python``: the interpreter that runs the writer process (this one by default)."""
+                 send_seconds: float = 0.02, python: str = sys.executable,
+                 shadow: ShadowConfig | None = None) -> None:
+        """``python``: the interpreter that runs the writer process (this one by default); ``shadow``:
+        score every segment with that model too, in the writer process (None: off)."""
         if flush_rows < 1 or flush_seconds <= 0 or send_seconds <= 0:
             raise SegmentError("prediction-log: flush_rows must be >= 1, flush_seconds and send_seconds > 0")
         self.log_dir = Path(log_dir)
         self.flush_rows, self.flush_seconds = int(flush_rows), float(flush_seconds)
         self.send_seconds = float(send_seconds)
         self.python = python
+        self.shadow = shadow
+        self.shadow_rows_written = 0
+        self.shadow_rows_missing = 0
+        self.shadow_version: str | None = None  # the shadow version the writer process last reported
+        self.shadow_problem: str | None = None
         self._token = process_token()
         self._queue: deque[Packed] = deque()
         self._queued_rows = 0  # a hint for waking the flusher early; exact counts come from the records
@@ -280,6 +294,8 @@ class PredictionLog:
             self.segments_written += 1
             self.rows_written += rows
             self.local_segments += 1
+            if self.shadow is not None:
+                self.shadow_rows_missing += rows
         return path
 
     # -- the writer process -----------------------------------------------------------------------
@@ -290,7 +306,7 @@ class PredictionLog:
         try:
             proc = subprocess.Popen(
                 [self.python, "-m", "serving.inference.predlog_writer", str(self.log_dir), self._token,
-                 str(os.getpid())],
+                 str(os.getpid()), *([self.shadow.to_json()] if self.shadow is not None else [])],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True)
         except OSError as exc:
             log.error("prediction-log: cannot start the writer process (%s); writing segments here", exc)
@@ -376,6 +392,9 @@ class PredictionLog:
             except ValueError:
                 continue
             with self._counts:
+                if "shadow" in ack or "shadow_version" in ack:
+                    self._shadow_ack(ack)
+                    continue
                 self._acked_rows += ack["rows"]
                 if "error" in ack:
                     self.rows_dropped += ack["rows"]
@@ -390,6 +409,17 @@ class PredictionLog:
         with self._counts:
             self._reader_done = True
             self._counts.notify_all()
+
+    def _shadow_ack(self, ack: dict[str, Any]) -> None:
+        """Count what the writer reports of shadow scoring (under ``_counts``)."""
+        if "shadow_version" in ack:
+            self.shadow_version = ack["shadow_version"]
+        elif "segment" in ack:
+            self.shadow_rows_written += ack["rows"]
+        else:
+            self.shadow_rows_missing += ack.get("missing", 0)
+            self.shadow_problem = ack.get("reason")
+        self._counts.notify_all()
 
     def _ack(self, seq: int | None) -> dict[str, Any] | None:
         with self._counts:

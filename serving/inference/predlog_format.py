@@ -22,6 +22,7 @@ from mlops_assets.monitoring.served import (
     SEGMENT_PREFIX,
     SEGMENT_SCHEMA,
     SEGMENT_SUFFIX,
+    REQUEST_FEATURES_COLUMN,
     VALUES_COLUMN,
 )
 
@@ -45,6 +46,9 @@ class LogRecord(NamedTuple):
     x: np.ndarray
     predictions: np.ndarray
     probabilities: np.ndarray | None
+    # per row, the feature names the request itself supplied (None: none, the online lookup gave all);
+    # None for the whole record when no row supplied any (the usual enriched request)
+    request_features: list[tuple[str, ...] | None] | None = None
 
 
 def _probability_column(probabilities: np.ndarray | None, n: int) -> np.ndarray:
@@ -56,6 +60,7 @@ def _probability_column(probabilities: np.ndarray | None, n: int) -> np.ndarray:
 
 
 Packed = tuple  # LogRecord's fields, with x, predictions and probabilities as float64 bytes
+N_PACKED = 14
 
 
 def pack(record: LogRecord) -> Packed:
@@ -63,21 +68,28 @@ def pack(record: LogRecord) -> Packed:
     n = len(record.entities)
     return (*record[:10], np.asarray(record.x, dtype=np.float64).tobytes(),
             np.asarray(record.predictions, dtype=np.float64).tobytes(),
-            _probability_column(record.probabilities, n).tobytes())
+            _probability_column(record.probabilities, n).tobytes(), record.request_features)
+
+
+def pack_arrays(head: tuple, x: np.ndarray, predictions: np.ndarray, probabilities: np.ndarray | None,
+                request_features: list | None = None) -> Packed:
+    """A packed record from its first ten fields and its arrays (the shadow scorer builds them)."""
+    return (*head, np.asarray(x, dtype=np.float64).tobytes(), np.asarray(predictions, dtype=np.float64).tobytes(),
+            _probability_column(probabilities, len(head[8])).tobytes(), request_features)
 
 
 def _group_frame(names: tuple[str, ...], items: list[Packed]) -> pl.DataFrame:
     """Rows of packed records that share one feature list: a few whole-array calls, no per-row Python."""
     # one C-level pass per field (zip(*items) would build 5,000 iterators: ~5x slower)
     (request_id, ts, latency, model_name, version, alias, variant, snapshot, entities, _, xs, predictions,
-     probabilities) = [list(map(itemgetter(i), items)) for i in range(13)]
+     probabilities, supplied) = [list(map(itemgetter(i), items)) for i in range(N_PACKED)]
     counts = np.fromiter(map(len, entities), dtype=np.int64, count=len(items))
     n_rows = int(counts.sum())
     per_request = pl.DataFrame(
         {"request_id": request_id, "ts": np.asarray(ts) * 1e6, "model_name": model_name,
          "model_version": version, "alias": alias, "variant": variant, "snapshot_version": snapshot,
          "latency_ms": latency},
-        schema_overrides={"snapshot_version": pl.String()},
+        schema_overrides={"snapshot_version": pl.String(), "latency_ms": pl.Float64()},
     )
     if n_rows == len(items):  # one row per request: nothing to expand
         row = np.zeros(n_rows, dtype=np.int64)
@@ -94,7 +106,18 @@ def _group_frame(names: tuple[str, ...], items: list[Packed]) -> pl.DataFrame:
         pl.Series("probability", np.frombuffer(b"".join(probabilities), dtype=np.float64), nan_to_null=True),
         pl.lit(list(names), dtype=SEGMENT_SCHEMA[NAMES_COLUMN]).alias(NAMES_COLUMN),
         pl.Series(VALUES_COLUMN, x).cast(SEGMENT_SCHEMA[VALUES_COLUMN]),
+        _supplied_column(supplied, entities),
     ).select(list(SEGMENT_SCHEMA)).cast(SEGMENT_SCHEMA)
+
+
+def _supplied_column(supplied: list, entities: list) -> pl.Series | pl.Expr:
+    """``request_features``: null for every row when no request supplied a value (no per-row Python)."""
+    if not any(supplied):
+        return pl.lit(None, dtype=SEGMENT_SCHEMA[REQUEST_FEATURES_COLUMN]).alias(REQUEST_FEATURES_COLUMN)
+    rows = chain.from_iterable(
+        (list(names) if names else None for names in given) if given else [None] * len(rows_entities)
+        for given, rows_entities in zip(supplied, entities))
+    return pl.Series(REQUEST_FEATURES_COLUMN, list(rows), dtype=SEGMENT_SCHEMA[REQUEST_FEATURES_COLUMN])
 
 
 def packed_to_frame(items: list[Packed]) -> pl.DataFrame:
@@ -111,9 +134,10 @@ def packed_to_frame(items: list[Packed]) -> pl.DataFrame:
     return pl.concat(frames) if frames else pl.DataFrame(schema=SEGMENT_SCHEMA)
 
 
-def segment_name(token: str, pid: int | str, seq: int, suffix: str = "") -> str:
-    """``pred-<process start>-<worker pid>-<seq><suffix>.parquet``: unique per worker and segment."""
-    return f"{SEGMENT_PREFIX}{token}-{pid}-{seq:06d}{suffix}{SEGMENT_SUFFIX}"
+def segment_name(token: str, pid: int | str, seq: int, suffix: str = "", prefix: str = SEGMENT_PREFIX) -> str:
+    """``pred-<process start>-<worker pid>-<seq><suffix>.parquet``: unique per worker and segment
+    (``prefix`` ``shadow-``: the shadow rows of that segment)."""
+    return f"{prefix}{token}-{pid}-{seq:06d}{suffix}{SEGMENT_SUFFIX}"
 
 
 def rows_of(records: list[Packed]) -> int:

@@ -15,7 +15,13 @@ Protocol (private to the two processes):
   number under which everything received so far is written as one closed segment
   (``pred-<TOKEN>-<PID>-<seq>.parquet``). The worker numbers segments, so its own fallback
   segments (written while this process is starved or gone) never clash with these.
-* stdout: one JSON line per close: ``{"seq", "rows", "segment"}`` or ``{"seq", "rows", "error"}``.
+* stdout: one JSON line per close: ``{"seq", "rows", "segment"}`` or ``{"seq", "rows", "error"}``;
+  with shadow scoring on, after it one line ``{"shadow": seq, "rows", "segment"}`` (shadow rows
+  written) or ``{"shadow": seq, "missing", "reason"}`` (rows left without a shadow prediction), and
+  ``{"shadow_version": v}`` whenever the loaded shadow version changes.
+* optional 4th argument: a ``predlog_shadow.ShadowConfig`` as JSON: score every closed segment with
+  that alias's model too and write its rows as the sibling ``shadow-...`` segment, after the served
+  one (``predlog_shadow.py``). The served segment never waits for it or depends on it.
 * end of stdin (the worker closed it or died): what is left is written as
   ``pred-<TOKEN>-<PID>-<last seq + 1>-eof.parquet`` and the process exits. SIGINT and SIGTERM are
   ignored, so a Ctrl-C or a process-group signal cannot cut off that last segment; the writer lives
@@ -74,10 +80,35 @@ def read_frames(fd: int):
         yield pickle.loads(payload)
 
 
-def serve(fd: int, out, log_dir: str, token: str, pid: str) -> int:
-    """The writer loop; returns the number of segments written."""
-    from mlops_assets.monitoring.served import write_segment
+def serve(fd: int, out, log_dir: str, token: str, pid: str, shadow=None) -> int:
+    """The writer loop; returns the number of segments written. ``shadow``: a started
+    ``predlog_shadow.ShadowScorer`` (or None: no shadow scoring)."""
+    from mlops_assets.monitoring.served import SHADOW_PREFIX, write_segment
     from serving.inference.predlog_format import packed_to_frame, rows_of, segment_name
+
+    told_version: list = [None]
+
+    def shadow_close(records: list, seq: int, suffix: str = "") -> None:
+        """Score ``records`` with the shadow model and write them as the sibling segment (after the
+        served one: it can only add rows, never cost one)."""
+        if shadow is None or not records:
+            return
+        version = getattr(shadow.model, "version", None)
+        if version != told_version[0]:
+            told_version[0] = version
+            tell({"shadow_version": version})
+        scored, missing, reason = shadow.score(records)
+        if scored:
+            name = segment_name(token, pid, seq, suffix, SHADOW_PREFIX)
+            try:
+                write_segment(packed_to_frame(scored), log_dir, name)
+                tell({"shadow": seq, "rows": rows_of(scored), "segment": name})
+            except Exception as exc:  # noqa: BLE001 - counted as missing shadow rows
+                missing += rows_of(scored)
+                reason = f"{name}: {type(exc).__name__}: {exc}"
+                shadow.note(reason)
+        if missing:
+            tell({"shadow": seq, "missing": missing, "reason": reason})
 
     def close(records: list, seq: int, suffix: str = "") -> dict:
         rows = rows_of(records)
@@ -98,28 +129,38 @@ def serve(fd: int, out, log_dir: str, token: str, pid: str) -> int:
     pending: list = []
     last_seq, written = 0, 0
     for records, close_seq in read_frames(fd):
+        if shadow is not None:
+            shadow.start()  # its poller thread starts after the worker set this process's priority
         pending.extend(records)
         if close_seq is not None:
             ack = close(pending, close_seq) if pending else {"seq": close_seq, "rows": 0, "segment": None}
             written += bool(ack.get("segment"))
-            pending, last_seq = [], max(last_seq, close_seq)
             tell(ack)
+            shadow_close(pending, close_seq)
+            pending, last_seq = [], max(last_seq, close_seq)
     if pending:  # the worker went away without a last close
         ack = close(pending, last_seq + 1, "-eof")
         written += bool(ack.get("segment"))
         if "error" in ack:
             print(f"prediction-log writer: {ack['error']}", file=sys.stderr)
+        shadow_close(pending, last_seq + 1, "-eof")
     return written
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 3:
-        print("usage: python -m serving.inference.predlog_writer LOG_DIR TOKEN PID", file=sys.stderr)
+    if len(args) not in (3, 4):
+        print("usage: python -m serving.inference.predlog_writer LOG_DIR TOKEN PID [SHADOW_JSON]",
+              file=sys.stderr)
         return 2
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    serve(sys.stdin.buffer.fileno(), sys.stdout, *args)
+    shadow = None
+    if len(args) == 4:
+        from serving.inference.predlog_shadow import ShadowConfig, ShadowScorer
+
+        shadow = ShadowScorer(ShadowConfig.from_json(args[3]))
+    serve(sys.stdin.buffer.fileno(), sys.stdout, *args[:3], shadow=shadow)
     return 0
 
 
