@@ -68,6 +68,7 @@ class ModelSettings(_Section):
     experiment_name: str = "market_direction"
     stage: str = "production"
     challenger_alias: str = "challenger"
+    canary_alias: str = "canary"
     staging_alias: str = "staging"
     production_alias: str = "production"
     gate_metric: str = "roc_auc"
@@ -110,6 +111,19 @@ class EvaluationSettings(_Section):
     min_deflated_sharpe: float | None = Field(0.95, ge=0, le=1)
     ic_min_symbols: int = Field(5, ge=3, le=10_000)
     pbo_max_candidates: int = Field(10, ge=0, le=200)
+    # canary guardrails (mlops_assets/models/canary.py; docs/operations.md "Canary"): judged every
+    # canary_check_seconds over the last canary_window_seconds of the prediction log, canary rows against
+    # champion rows of the same window, once each side has canary_min_requests requests
+    canary_max_share: float = Field(0.5, gt=0, le=1)  # the largest --share a canary may take
+    canary_max_error_rate: float = Field(0.01, ge=0, le=1)  # canary requests whose model raised
+    canary_max_p99_ratio: float = Field(2.0, ge=1)  # canary p99 latency over the champion's ...
+    canary_p99_slack_ms: float = Field(25.0, ge=0)  # ... and over the champion's + this (both must fail)
+    canary_max_ks: float = Field(0.3, gt=0, le=1)  # two-sample KS statistic of the predicted probabilities
+    canary_ks_alpha: float = Field(0.01, gt=0, lt=1)  # ... and its p-value below this (both must fail)
+    canary_min_requests: int = Field(50, ge=5, le=1_000_000)
+    canary_window_seconds: float = Field(60.0, gt=0, le=86_400)
+    canary_hold_seconds: float = Field(600.0, ge=0, le=30 * 86_400)  # held this long: ready to promote
+    canary_check_seconds: float = Field(5.0, gt=0, le=30)
 
 
 class MonitoringSettings(_Section):
@@ -141,6 +155,9 @@ class ServingSettings(_Section):
     max_batch: int = Field(1000, ge=1)
     max_body_bytes: int = Field(1_000_000, ge=1024)
     challenger_traffic_percent: float = Field(0.0, ge=0, le=100)
+    # shadow scoring: the prediction-log writer process scores every served vector with this alias of
+    # model.name too, off the request path (serving/inference/predlog_shadow.py); "" turns it off
+    shadow_alias: str = Field("challenger", max_length=200)
     api_keys: dict[str, dict[str, str]] = Field(default_factory=dict)  # key -> {owner, role}
     # prediction log: a Parquet segment is closed every log_flush_rows rows or log_flush_seconds
     log_flush_rows: int = Field(5000, ge=1)

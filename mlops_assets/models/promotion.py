@@ -323,8 +323,12 @@ def _gate_reasons(record: _Record, policy: G.GatePolicy, evaluation: bool) -> tu
 def promote(client: MlflowClient, store: GovernanceStore, name: str, version: str | int,
             alias: str = T.ALIAS_PRODUCTION, *, actor: str, reason: str | None = None,
             require: Iterable[str] = GATES, compliance_required: bool,
-            production_alias: str = T.ALIAS_PRODUCTION, policy: G.GatePolicy | None = None) -> Deployment:
+            production_alias: str = T.ALIAS_PRODUCTION, policy: G.GatePolicy | None = None,
+            details: Mapping[str, Any] | None = None) -> Deployment:
     """Move ``alias`` to ``version`` after re-checking every gate in ``require``; consume the approval.
+
+    ``details`` are recorded in the deployment's checklist beside the evidence (e.g. a canary's
+    traffic share), so they are bound to the audit entry that records the move.
 
     ``require`` may drop gates only for aliases other than ``production_alias`` (e.g. a
     ``challenger``); production always needs both evaluation and approval. ``policy`` is the policy
@@ -353,8 +357,9 @@ def promote(client: MlflowClient, store: GovernanceStore, name: str, version: st
         if consume:
             store.mark_promoted("model", name, version, actor=actor)
         return done
+    checklist = {**dict(details or {}), **_evidence(record, review, "approval" in require)}
     deployment = _move_alias(client, store, name=name, alias=alias, version=version, previous=previous,
-                             actor=actor, reason=reason, checklist=_evidence(record, review, "approval" in require),
+                             actor=actor, reason=reason, checklist=checklist,
                              kind="promotion", consume_approval=consume)
     if decision is not None and "approval" in require:
         _mirror(client, name, version,
@@ -382,6 +387,37 @@ def rollback(client: MlflowClient, store: GovernanceStore, name: str, to_version
     checklist = {**_evidence(record, review, False), "previously_deployed_to": alias}
     return _move_alias(client, store, name=name, alias=alias, version=version, previous=previous, actor=actor,
                        reason=reason, checklist=checklist, kind="rollback", consume_approval=False)
+
+
+def remove_alias(client: MlflowClient, store: GovernanceStore, name: str, alias: str, version: str | int, *,
+                 actor: str, reason: str, details: Mapping[str, Any] | None = None,
+                 protected_aliases: Iterable[str] = (T.ALIAS_PRODUCTION,)) -> bool:
+    """Take ``alias`` off ``version`` (e.g. a canary leaving traffic); audited as ``alias.removed``.
+
+    Removing traffic from a version is never refused by a gate: it is how a failing version is
+    stopped. It refuses a protected alias (``production`` is only ever moved, never emptied) and acts
+    only while ``alias`` still points at ``version`` (``False`` otherwise: someone moved it first).
+    If the audit entry cannot be written the alias is put back and the error re-raised.
+    """
+    version = str(version)
+    if not reason or not reason.strip():
+        raise GovernanceError("removing an alias needs a reason", field="reason")
+    if alias in set(protected_aliases):
+        raise GovernanceError(f"alias {alias!r} is protected: roll it back to another version instead",
+                              field="alias")
+    if alias_target(client, name, alias) != version:
+        return False
+    client.delete_registered_model_alias(name, alias)
+    try:
+        store.append_audit(actor, "alias.removed", "model", f"{name}/{version}",
+                           {**dict(details or {}), "alias": alias, "why": reason})
+    except Exception:
+        try:
+            client.set_registered_model_alias(name, alias, version)
+        except MlflowException:
+            log.exception("could not restore alias %s of %s to %s after a failed record", alias, name, version)
+        raise
+    return True
 
 
 def archive(client: MlflowClient, store: GovernanceStore, name: str, version: str | int, *, actor: str,

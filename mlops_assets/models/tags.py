@@ -12,6 +12,7 @@ from __future__ import annotations
 ALIAS_CHALLENGER = "challenger"
 ALIAS_STAGING = "staging"
 ALIAS_PRODUCTION = "production"
+ALIAS_CANARY = "canary"
 
 # lineage tags on the training run and the model version
 TAG_FEATURE_VIEWS = "lineage.feature_views"          # JSON: {"view_name": "1.2.0", ...}
@@ -33,6 +34,7 @@ TAG_APPROVAL_STATE = "approval.state"                # IN_REVIEW | APPROVED | RE
 TAG_APPROVED_BY = "approval.by"
 TAG_APPROVAL_WAIVERS = "approval.waivers"            # checks the approval waived (mirror of the store)
 TAG_ARCHIVED = "archived"
+TAG_CANARY_SHARE = "canary.share"                   # share of traffic while it holds the canary alias
 
 # added by the model layer (registry.py / wrapper.py)
 TAG_WRAPPER = "wrapper"                              # ModelWrapper that serves it: lightning | llm | pyfunc
