@@ -20,10 +20,18 @@ from mlflow.entities import ViewType
 from mlops_assets.errors import InvalidInput
 from mlops_assets.models import promotion
 from mlops_assets.models.gates import gate_policy
-from mlops_assets.models.registry import list_versions
+from mlops_assets.models.registry import create_experiment, list_versions
 from serving.auth import Identity, require
 from serving.management.context import ApiContext, ctx
-from serving.management.schemas import VERSION_NUMBER, DecisionIn, DriftEventIn, RejectIn, RollbackIn
+from serving.management.schemas import (
+    VERSION_NUMBER,
+    DecisionIn,
+    DeploymentIn,
+    DriftEventIn,
+    ExperimentIn,
+    RejectIn,
+    RollbackIn,
+)
 from serving.schemas import error_responses
 
 router = APIRouter(prefix="/api/v1/ml/lifecycle", tags=["lifecycle"],
@@ -80,6 +88,18 @@ def list_experiments(c: ApiContext = Depends(ctx)) -> dict[str, Any]:
               "tags": dict(e.tags or {})}
              for e in c.client.search_experiments(view_type=ViewType.ACTIVE_ONLY, max_results=1000)]
     return {"items": items, "total": len(items)}
+
+
+@router.post("/experiments", status_code=201, summary="Create an MLflow experiment (approver)")
+def new_experiment(body: ExperimentIn, who: Identity = APPROVER, c: ApiContext = Depends(ctx)) -> dict[str, Any]:
+    """201 with the experiment; 409 when one of that name exists (active or deleted)."""
+    experiment_id = create_experiment(c.client, body.name, description=body.description, tags=body.tags,
+                                      created_by=who.owner)
+    c.store.append_audit(who.owner, "experiment.created", "experiment", body.name,
+                         {"experiment_id": experiment_id})
+    e = c.client.get_experiment(experiment_id)
+    return {"experiment_id": e.experiment_id, "name": e.name, "lifecycle_stage": e.lifecycle_stage,
+            "creation_time": _ms(e.creation_time), "tags": dict(e.tags or {})}
 
 
 @router.get("/experiments/{name}", summary="An experiment and its runs (newest first)")
@@ -254,6 +274,27 @@ def list_deployments(model: str | None = Query(None, max_length=300),
     deployments = [d.to_dict() for d in c.store.list_deployments(model, alias=alias, limit=limit)]
     items = _with_health(c, deployments, health)
     return {"items": items, "total": len(items)}
+
+
+@router.post("/deployments", status_code=201,
+             summary="Deploy: move production to an approved version through the alias mover (approver)",
+             responses={200: {"description": "Production already serves this version: the recorded deployment"}})
+def request_deployment(body: DeploymentIn, response: Response, who: Identity = APPROVER,
+                       c: ApiContext = Depends(ctx)) -> dict[str, Any]:
+    """Like ``mlops models promote``: every gate is re-checked (409 with the reasons when one fails);
+    201 with the new deployment, 200 with the recorded one when production already serves the version."""
+    name = body.model_name or c.settings.model.name
+    c.client.get_model_version(name, body.version)  # 404 for an unknown model or version
+    alias = c.settings.model.production_alias
+    before = c.store.list_deployments(name, alias=alias, limit=1)
+    deployment = promotion.promote(c.client, c.store, name, body.version, alias=alias, actor=who.owner,
+                                   reason=body.reason or "deployment requested over the management API",
+                                   compliance_required=c.settings.evaluation.compliance_required,
+                                   production_alias=alias, policy=gate_policy(c.settings))
+    created = not before or before[0].id != deployment.id
+    if not created:
+        response.status_code = 200
+    return {**deployment.to_dict(), "created": created}
 
 
 @router.get("/deployments/{deployment_id}", summary="One deployment, with live health if it is current")

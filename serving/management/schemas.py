@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -65,3 +65,37 @@ class EvaluationRunIn(Strict):
                          description="registry version number (1 to 9 digits)")
     job_name: str | None = Field(None, min_length=1, max_length=200,
                                  description="Dagster job to launch (default: the evaluation job)")
+
+
+class DeploymentIn(Strict):
+    """A deployment request: move the production alias to an approved version."""
+
+    version: str = Field(min_length=1, max_length=9, pattern=VERSION_NUMBER,
+                         description="registry version number (1 to 9 digits)")
+    model_name: str | None = Field(None, min_length=1, max_length=300, pattern=r"^[A-Za-z0-9_.\-]+$",
+                                   description="default: the served model (MLFLOW_MODEL_NAME)")
+    reason: str | None = Field(None, max_length=5000, description="note for the deployment record")
+
+
+class ExperimentIn(Strict):
+    name: str = Field(min_length=1, max_length=300, pattern=r"^[A-Za-z0-9_.\-]+$")
+    description: str | None = Field(None, max_length=5000)
+    tags: dict[str, str] = Field(default_factory=dict, max_length=50,
+                                 description="string tags (keys up to 250 characters, values up to 5000)")
+
+
+class UsageIn(Strict):
+    """One call of a prompt template by another service, for the LLM usage log."""
+
+    prompt_tokens: int = Field(ge=0, le=10_000_000)
+    completion_tokens: int = Field(ge=0, le=10_000_000)
+    latency_ms: float = Field(ge=0, le=86_400_000, description="the whole call as the caller saw it")
+    llm_latency_ms: float | None = Field(None, ge=0, le=86_400_000, description="the model round trip only")
+    cost_usd: float | None = Field(None, ge=0, le=1_000_000, description="what the call cost, in US dollars")
+    caller: str | None = Field(None, min_length=1, max_length=200,
+                               description="the calling application (default: the API key's owner)")
+    model: str | None = Field(None, min_length=1, max_length=200, description="the LLM that answered")
+    status: Literal["ok", "blocked", "error"] = "ok"
+    request_id: str | None = Field(None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")
+    flags: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(default_factory=list, max_length=50)
+    error: str | None = Field(None, max_length=500)
