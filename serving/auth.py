@@ -28,8 +28,10 @@ from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 ENV_API_KEYS = "MLOPS_API_KEYS"
-ROLES: tuple[str, ...] = ("viewer", "approver", "admin")
-RANK = {role: i for i, role in enumerate(ROLES)}
+RANKED: tuple[str, ...] = ("viewer", "approver", "admin")
+SERVICE = "service"
+ROLES: tuple[str, ...] = (*RANKED, SERVICE)
+RANK = {role: i for i, role in enumerate(RANKED)}
 MIN_KEY_LENGTH = 16
 HASHED = re.compile(r"^sha256:[0-9a-f]{64}$")
 
@@ -44,6 +46,11 @@ class Identity:
     role: str
 
     def allows(self, role: str) -> bool:
+        """``service`` is granted to service keys and admins only; a service key is granted nothing else."""
+        if role == SERVICE:
+            return self.role in (SERVICE, "admin")
+        if self.role == SERVICE:
+            return False
         return RANK[self.role] >= RANK[role]
 
 
@@ -65,7 +72,7 @@ def parse_keys(raw: Mapping[str, Any], where: str) -> dict[bytes, Identity]:
             label = f"{where} entry of owner {owner!r}"
         if not owner:
             raise KeyConfigError(f"{label}: 'owner' is required (the identity written to the audit log)")
-        if role not in RANK:
+        if role not in ROLES:
             raise KeyConfigError(f"{label}: role {role!r} is not one of {list(ROLES)}")
         if isinstance(key, str) and HASHED.match(key):
             out[bytes.fromhex(key[len("sha256:"):])] = Identity(owner, role)
@@ -118,7 +125,7 @@ _bearer = HTTPBearer(auto_error=False, description="the API key as a bearer toke
 
 def require(role: str, keyring: Callable[[Request], KeyRing]) -> Any:
     """A FastAPI dependency giving the caller's :class:`Identity` if its role is at least ``role``."""
-    if role not in RANK:
+    if role not in ROLES:
         raise KeyConfigError(f"role {role!r} is not one of {list(ROLES)}")
 
     def dependency(request: Request, api_key: str | None = Security(_api_key_header),
@@ -131,8 +138,8 @@ def require(role: str, keyring: Callable[[Request], KeyRing]) -> Any:
         if identity is None:
             raise HTTPException(401, "unknown API key", headers={"WWW-Authenticate": "Bearer"})
         if not identity.allows(role):
-            raise HTTPException(403, f"{identity.owner} has role {identity.role!r}; this needs {role!r} "
-                                     "or higher")
+            needs = "a service key (or admin)" if role == SERVICE else f"{role!r} or higher"
+            raise HTTPException(403, f"{identity.owner} has role {identity.role!r}; this needs {needs}")
         return identity
 
     return Depends(dependency)

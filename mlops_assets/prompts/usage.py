@@ -25,7 +25,6 @@ import polars as pl
 
 from mlops_assets.data import segments
 
-
 USAGE_SUBDIR = "llm"
 SEGMENT_PREFIX = "usage-"
 SEGMENT_SUFFIX = ".parquet"
@@ -46,7 +45,11 @@ USAGE_SCHEMA: dict[str, pl.DataType] = {
     "completion_tokens": pl.Int64(),
     "flags": pl.List(pl.String()),   # moderation / groundedness flags of the answer
     "error": pl.String(),
+    "cost_usd": pl.Float64(),        # what the call cost, when the caller says (external usage)
+    "caller": pl.String(),           # who called: the application (external usage) or null (/invoke)
 }
+# columns added after segments were first written: older segments are read with them null
+LATER_COLUMNS = ("cost_usd", "caller")
 
 SUMMARY_SCHEMA: dict[str, pl.DataType] = {
     "template_id": pl.String(), "template_version": pl.String(), "calls": pl.Int64(), "succeeded": pl.Int64(),
@@ -83,6 +86,8 @@ class UsageRecord(NamedTuple):
     completion_tokens: int
     flags: tuple[str, ...]
     error: str | None = None
+    cost_usd: float | None = None
+    caller: str | None = None
 
     @classmethod
     def from_answer(cls, answer: Mapping[str, Any], *, latency_ms: float | None = None,
@@ -145,6 +150,20 @@ class UsageLogger(segments.SegmentLog[UsageRecord]):
         self.append(record)
 
 
+def append_usage(log_dir: str | Path, records: list[UsageRecord], source: str = "api") -> Path:
+    """Append ``records`` to the usage log at once, as one closed segment of their own (for calls that
+    other services report over the management API: nothing is buffered, so an answered request is on
+    disk). The name ``usage-<source>-<utc time>-<pid>-<random>.parquet`` never collides with a worker's."""
+    import os
+    import secrets
+
+    if not records:
+        raise UsageLogError("records: nothing to append")
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    name = f"{SEGMENT_PREFIX}{source}-{stamp}-{os.getpid()}-{secrets.token_hex(6)}{SEGMENT_SUFFIX}"
+    return write_segment(records_to_frame(records), log_dir, name)
+
+
 def list_segments(log_dir: str | Path) -> list[Path]:
     """Closed usage segments, oldest name first (temporary files are never listed)."""
     directory = Path(log_dir)
@@ -162,7 +181,10 @@ def read_usage(log_dir: str | Path) -> pl.DataFrame:
     frames = []
     for path in paths:
         try:
-            frames.append(pl.read_parquet(path).select(list(USAGE_SCHEMA)).cast(USAGE_SCHEMA))
+            frame = pl.read_parquet(path)
+            missing = [c for c in LATER_COLUMNS if c not in frame.columns]
+            frame = frame.with_columns(pl.lit(None, dtype=USAGE_SCHEMA[c]).alias(c) for c in missing)
+            frames.append(frame.select(list(USAGE_SCHEMA)).cast(USAGE_SCHEMA))
         except (pl.exceptions.PolarsError, OSError) as exc:
             raise UsageLogError(f"{path}: not a readable usage segment ({exc}); move it aside") from exc
     return pl.concat(frames, how="vertical")
