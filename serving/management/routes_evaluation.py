@@ -24,11 +24,14 @@ from typing import Any, Literal
 import numpy as np
 import polars as pl
 from fastapi import APIRouter, Depends, HTTPException, Path, Query
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import ValidationError
 
+from mlops_assets.errors import NotFound
+from mlops_assets.evaluation import report_files
 from mlops_assets.evaluation.scenarios import ScenarioWindow, saved_scenarios, scenarios_file
 from mlops_assets.features import readmodels
+from mlops_assets.models import promotion
 from mlops_assets.monitoring.served import find_prediction
 from serving.auth import Identity, require
 from serving.management.context import ApiContext, ctx
@@ -43,7 +46,8 @@ from serving.schemas import error_responses
 
 router = APIRouter(prefix="/api/v1/ml/evaluation", tags=["evaluation"],
                    responses=error_responses(400, 401, 403, 404, 409, 413, 422, 502, 503))
-RUN_ID = Path(pattern=r"^[A-Za-z0-9_.\-]{1,300}:[0-9]{1,9}$", description="<model>:<version>")
+RUN_ID_RE = r"^[A-Za-z0-9_.\-]{1,300}:[0-9]{1,9}$"
+RUN_ID = Path(pattern=RUN_ID_RE, description="<model>:<version>")
 EVALUATION_JOB = "evaluate_model_job"
 PARTITIONS = "model_versions"
 TRAINING_SAMPLE = readmodels.dataset_sample_name("training_dataset")
@@ -105,13 +109,13 @@ def save_scenario(body: ScenarioIn, who: Identity = ADMIN, c: ApiContext = Depen
 # --- evaluation runs (reports) ----------------------------------------------------------------------
 
 
-def _report_dir(c: ApiContext, run_id: str) -> FsPath:
+def _report(c: ApiContext, run_id: str) -> report_files.ReportFile:
     name, version = run_id.rsplit(":", 1)
-    path = c.settings.reports_dir / "evaluation" / name / version
-    if not (path / "evaluation_report.json").exists():
-        raise HTTPException(404, f"no evaluation report for {name} version {version}; launch one with "
-                                 "POST /api/v1/ml/evaluation/runs")
-    return path
+    return report_files.find_report(c.settings.reports_dir, name, version)  # NotFound naming the version
+
+
+def _report_dir(c: ApiContext, run_id: str) -> FsPath:
+    return _report(c, run_id).path
 
 
 def _run_item(path: FsPath) -> dict[str, Any]:
@@ -138,10 +142,102 @@ def list_runs(model: str | None = Query(None, max_length=300),
 def get_report(run_id: str = RUN_ID, format: Literal["json", "markdown"] = "json",
                c: ApiContext = Depends(ctx)) -> Any:
     path = _report_dir(c, run_id)
+    name, version = run_id.rsplit(":", 1)
+    waivers = promotion.waivers_of(c.store, name, version)  # governed exceptions of the approval
     if format == "markdown":
         md = path / "evaluation_report.md"
-        return PlainTextResponse(md.read_text() if md.exists() else "", media_type="text/markdown")
-    return {**_run_item(path), "report": json.loads((path / "evaluation_report.json").read_text())}
+        text = md.read_text() if md.exists() else ""
+        return PlainTextResponse(text + waivers_markdown(waivers), media_type="text/markdown")
+    report = json.loads((path / "evaluation_report.json").read_text())
+    if isinstance(report.get("compliance"), dict):
+        report["compliance"]["waivers"] = waivers.get("waivers", {})
+    return {**_run_item(path), "report": report, "waivers": waivers}
+
+
+def waivers_markdown(waivers: dict[str, Any]) -> str:
+    """The approval's waivers as a Markdown section (empty when there are none)."""
+    if not waivers.get("waivers"):
+        return ""
+    lines = ["", "## Waivers", "",
+             f"Approved by {waivers['approved_by']} ({waivers['state']}, {waivers['ts']}) despite these failing "
+             "non-critical checks:", "", "| check | reason |", "| --- | --- |"]
+    lines += [f"| {check} | {reason.replace('|', '/')} |" for check, reason in sorted(waivers["waivers"].items())]
+    return "\n".join(lines) + "\n"
+
+
+# --- A/B tests, fairness, scenario runs, comparison: parts of the reports ------------------------------
+
+PART_ONLY = ("A/B tests, fairness audits and scenario (benchmark) runs are parts of each version's evaluation: "
+             "POST /api/v1/ml/evaluation/runs {\"version\"} runs them all (the A/B test against the production "
+             "version), and POST /api/v1/ml/evaluation/scenarios saves a scenario for the next runs")
+
+
+def _parts(c: ApiContext, model: str | None, part: Any) -> list[dict[str, Any]]:
+    items = []
+    for report in report_files.list_reports(c.settings.reports_dir, model):
+        try:
+            items.append(part(report))
+        except NotFound:  # this version's evaluation has no such part
+            continue
+    return items
+
+
+@router.get("/ab-tests", summary="A/B tests of each evaluated version against its champion, newest first")
+def list_ab_tests(model: str | None = Query(None, max_length=300), c: ApiContext = Depends(ctx)) -> dict[str, Any]:
+    items = [{**{k: v for k, v in r.items() if k != "ab"},
+              **{k: r["ab"].get(k) for k in ("verdict", "p_value", "accuracy_difference", "sharpe_difference", "n")}}
+             for r in _parts(c, model, report_files.ab_test)]
+    return {"items": items, "total": len(items)}
+
+
+@router.get("/ab-tests/{run_id}", summary="The A/B test of one version (McNemar and paired Sharpe bootstrap)")
+def get_ab_test(run_id: str = RUN_ID, c: ApiContext = Depends(ctx)) -> dict[str, Any]:
+    return report_files.ab_test(_report(c, run_id))
+
+
+@router.get("/fairness", summary="Fairness audits of each evaluated version, newest first")
+def list_fairness(model: str | None = Query(None, max_length=300), c: ApiContext = Depends(ctx)) -> dict[str, Any]:
+    items = [{**{k: v for k, v in r.items() if k not in ("fairness", "compliance_checks")},
+              "severity": r["fairness"].get("severity"), "disparities": r["fairness"].get("disparities")}
+             for r in _parts(c, model, report_files.fairness)]
+    return {"items": items, "total": len(items)}
+
+
+@router.get("/fairness/{run_id}", summary="The fairness audit of one version, by group, with its checks")
+def get_fairness(run_id: str = RUN_ID, c: ApiContext = Depends(ctx)) -> dict[str, Any]:
+    return report_files.fairness(_report(c, run_id))
+
+
+@router.get("/benchmarks", summary="Scenario (benchmark and stress) runs of each evaluated version")
+def list_benchmarks(model: str | None = Query(None, max_length=300),
+                    c: ApiContext = Depends(ctx)) -> dict[str, Any]:
+    items = [{**{k: v for k, v in r.items() if k not in ("summary", "scenarios")},
+              "scenarios": [{"name": s.get("name"), "kind": s.get("kind"), "start": s.get("start"),
+                             "end": s.get("end")} for s in r["scenarios"]]}
+             for r in _parts(c, model, report_files.scenario_runs)]
+    return {"items": items, "total": len(items)}
+
+
+@router.get("/benchmarks/{run_id}", summary="One version's scenario runs: statistics per strategy and scenario")
+def get_benchmark(run_id: str = RUN_ID, c: ApiContext = Depends(ctx)) -> dict[str, Any]:
+    return report_files.scenario_runs(_report(c, run_id))
+
+
+@router.get("/compare", summary="Two evaluated versions side by side (metrics, compliance, scenarios, fairness)")
+def compare_reports(a: str = Query(pattern=RUN_ID_RE, description="<model>:<version>"),
+                    b: str = Query(pattern=RUN_ID_RE, description="<model>:<version>"),
+                    c: ApiContext = Depends(ctx)) -> dict[str, Any]:
+    return report_files.compare(_report(c, a), _report(c, b))
+
+
+@router.api_route("/ab-tests", methods=["POST", "PUT", "DELETE", "PATCH"], include_in_schema=False)
+@router.api_route("/fairness", methods=["POST", "PUT", "DELETE", "PATCH"], include_in_schema=False)
+@router.api_route("/benchmarks", methods=["POST", "PUT", "DELETE", "PATCH"], include_in_schema=False)
+@router.api_route("/ab-tests/{run_id}", methods=["POST", "PUT", "DELETE", "PATCH"], include_in_schema=False)
+@router.api_route("/fairness/{run_id}", methods=["POST", "PUT", "DELETE", "PATCH"], include_in_schema=False)
+@router.api_route("/benchmarks/{run_id}", methods=["POST", "PUT", "DELETE", "PATCH"], include_in_schema=False)
+def write_parts() -> JSONResponse:
+    return JSONResponse({"detail": f"405: {PART_ONLY}"}, status_code=405, headers={"Allow": "GET"})
 
 
 @router.post("/runs", status_code=202,
