@@ -27,6 +27,7 @@ ReadModelNameError = PublicationNameError
 
 CATALOG = "feature_catalog"
 STATISTICS = "feature_statistics"
+CORRELATIONS = "feature_correlations"
 
 
 def dataset_sample_name(dataset: str) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -180,6 +181,27 @@ def feature_correlations(
         with np.errstate(invalid="ignore", divide="ignore"):
             matrix = np.atleast_2d(np.corrcoef(complete.to_numpy(), rowvar=False))
     return pl.DataFrame({"feature": numeric, **{f: matrix[:, i] for i, f in enumerate(numeric)}})
+
+
+def correlation_pairs(corr: pl.DataFrame, feature: str | None = None, min_abs: float = 0.0) -> list[dict]:
+    """The distinct pairs of a :func:`feature_correlations` matrix, strongest ``|r|`` first (only those with
+    ``feature`` when given; undefined correlations left out): ``[{"a", "b", "r"}]``.
+
+    ``NotFound`` naming ``feature`` when the matrix has no such feature."""
+    from mlops_assets.errors import NotFound
+
+    names = corr["feature"].to_list()
+    if feature is not None and feature not in names:
+        raise NotFound("feature", f"{feature!r} is not in the correlation matrix", hint=f"it has {names}")
+    pairs = []
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            if feature is not None and feature not in (a, b):
+                continue
+            r = corr[b][i]
+            if r is not None and math.isfinite(r) and abs(r) >= min_abs:
+                pairs.append({"a": a, "b": b, "r": float(r)})
+    return sorted(pairs, key=lambda p: (-abs(p["r"]), p["a"], p["b"]))
 
 
 # -- plots -----------------------------------------------------------------------------------------

@@ -15,8 +15,10 @@ import polars as pl
 from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from fastapi.responses import JSONResponse, Response
 
+from mlops_assets.errors import NotFound
 from mlops_assets.features import readmodels
 from mlops_assets.features.catalog import catalog_rows, diff_versions, versions_of
+from mlops_assets.features.statistics import correlation_pairs
 from mlops_assets.features.views import FEATURE_VIEWS, parse_version
 from serving.management.context import ApiContext, ctx, records
 from serving.schemas import error_responses
@@ -141,6 +143,39 @@ def download_dataset(dataset_id: str = DATASET_ID, format: Literal["csv", "parqu
     filename = f"{dataset_id}_sample.{format}"
     return Response(buffer.getvalue(), media_type=media,
                     headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+@router.get("/correlations",
+            summary="Correlations between features (the matrix feature_statistics exports), strongest pairs first")
+def correlations(feature: str | None = Query(None, pattern=r"^[a-z][a-z0-9_]*$", max_length=100,
+                                             description="only the pairs with this feature"),
+                 min_abs: float = Query(0.0, ge=0.0, le=1.0, description="leave out pairs with |r| below this"),
+                 limit: int = Query(100, ge=1, le=10_000, description="at most this many pairs"),
+                 c: ApiContext = Depends(ctx)) -> dict[str, Any]:
+    try:
+        corr = readmodels.read_read_model(c.settings.readmodels_dir, readmodels.CORRELATIONS)
+    except readmodels.ReadModelNotFoundError:
+        raise NotFound("feature_correlations", "the correlation matrix has not been exported yet",
+                       hint="materialize the feature_statistics asset") from None
+    manifest = readmodels.read_model_manifest(c.settings.readmodels_dir, readmodels.CORRELATIONS)
+    pairs = correlation_pairs(corr, feature, min_abs)
+    return {"features": corr["feature"].to_list(), "matrix": records(corr), "pairs": pairs[:limit],
+            "total_pairs": len(pairs), "method": "pearson", "version": manifest.get("version"),
+            "created_at": manifest.get("created_at")}
+
+
+@router.api_route("/correlations", methods=["POST", "PUT", "DELETE", "PATCH"], include_in_schema=False)
+def write_correlations() -> JSONResponse:
+    return _method_not_allowed("correlations are computed from the feature views by the feature_statistics "
+                               "asset; materialize it (Dagster) to refresh them")
+
+
+@router.api_route("/datasets", methods=["POST", "PUT", "DELETE", "PATCH"], include_in_schema=False)
+@router.api_route("/datasets/{dataset_id}", methods=["POST", "PUT", "DELETE", "PATCH"], include_in_schema=False)
+def write_datasets() -> JSONResponse:
+    return _method_not_allowed("datasets are built by the training_dataset asset (point in time, with lineage) "
+                               "and exported as samples; change the feature views or the dataset config and "
+                               "materialize it (Dagster)")
 
 
 # --- one feature ----------------------------------------------------------------------------------
