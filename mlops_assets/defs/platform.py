@@ -88,7 +88,8 @@ def _trend_png(history: pl.DataFrame) -> bytes | None:
     description=(
         "The platform's success measures, computed from the MLflow registry and runs, the feature catalog, "
         "the governance store and the LLM usage summary, and appended to `platform_kpis_history` "
-        "(kpi, value, unit, as_of, detail) so each materialization adds a point to the trend."
+        "(kpi, value, unit, as_of, detail) so each materialization adds a point to the trend; the history is "
+        "exported as a read-model that the management API serves (GET /api/v1/platform/kpis)."
     ),
 )
 def platform_kpis(context: dg.AssetExecutionContext, platform: PlatformResource) -> dg.MaterializeResult:
@@ -102,6 +103,10 @@ def platform_kpis(context: dg.AssetExecutionContext, platform: PlatformResource)
                    as_of=dt.datetime.now(dt.UTC))
     wh.append_rows(KPI_HISTORY_TABLE, kpis)
     history = wh.read_table(KPI_HISTORY_TABLE)
+    from mlops_assets.features.readmodels import export_read_model
+    from mlops_assets.reporting.kpis import HISTORY_READ_MODEL
+
+    export_read_model(history, s.readmodels_dir, HISTORY_READ_MODEL)  # what the management API serves
     metadata = {
         "kpis": markdown_table(kpis.select("kpi", "value", "unit", "detail"), max_rows=40),
         "values": dg.MetadataValue.json({r["kpi"]: r["value"] for r in kpis.iter_rows(named=True)}),

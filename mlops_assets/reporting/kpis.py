@@ -287,3 +287,34 @@ def platform_kpis(settings: Settings, catalog: pl.DataFrame | None,
         store.close()
     return compute_kpis(collect_model_versions(client, model_names), catalog, governance, usage_summary,
                         retrain_period_days=retrain_period_days, as_of=as_of)
+
+
+# --- reading the history back (the management API) ---------------------------------------------
+
+HISTORY_READ_MODEL = "platform_kpis_history"  # the read-model platform_kpis exports after each point
+
+
+def kpi_trend(history: pl.DataFrame, points: int = 30) -> list[dict[str, Any]]:
+    """Per KPI (in the order of the latest point): its latest value, unit and detail, the previous value,
+    the change, a direction (``up``, ``down``, ``flat`` or null without two numbers), and the last
+    ``points`` values of its trend (``[{as_of, value}]``, oldest first)."""
+    if points < 1:
+        raise ValueError(f"points must be >= 1, got {points}")
+    if history.is_empty():
+        return []
+    history = history.sort("as_of")
+    out = []
+    for (kpi,), rows in history.group_by("kpi", maintain_order=True):
+        latest = rows.row(-1, named=True)
+        numbers = rows.filter(pl.col("value").is_not_null())["value"].to_list()
+        previous = rows.row(-2, named=True)["value"] if rows.height > 1 else None
+        change = None if previous is None or latest["value"] is None else latest["value"] - previous
+        direction = None if change is None else "up" if change > 0 else "down" if change < 0 else "flat"
+        out.append({"kpi": kpi, "value": latest["value"], "unit": latest["unit"], "detail": latest["detail"],
+                    "as_of": latest["as_of"], "previous": previous, "change": change, "direction": direction,
+                    "points": rows.height, "min": min(numbers) if numbers else None,
+                    "max": max(numbers) if numbers else None,
+                    "trend": [{"as_of": r["as_of"], "value": r["value"]}
+                              for r in rows.tail(points).select("as_of", "value").iter_rows(named=True)]})
+    order = {k: i for i, k in enumerate(history.filter(pl.col("as_of") == history["as_of"].max())["kpi"])}
+    return sorted(out, key=lambda r: (order.get(r["kpi"], len(order)), r["kpi"]))
