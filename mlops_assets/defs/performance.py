@@ -77,7 +77,9 @@ def _window(platform: PlatformResource, first: dt.date, last: dt.date) -> pl.Dat
         "rate by volatility regime; the joined rows in warehouse table live_outcomes. Each version's live "
         "metric over the trailing window is tested one-sided against the value its evaluation gate recorded "
         "(level, power and minimum detectable fall from monitoring.performance_*); the "
-        "live_performance_sensor turns a significant fall into a performance episode."
+        "live_performance_sensor turns a significant fall into a performance episode. Champion against shadow "
+        "(serving.shadow_alias, scored by the prediction-log writer on the same requests): agreement and "
+        "McNemar's test on the labelled pairs, also served at /api/v1/ml/lifecycle/models/{name}/shadow."
     ),
 )
 def live_performance(context: dg.AssetExecutionContext, platform: PlatformResource) -> dg.Output[pl.DataFrame]:
@@ -97,6 +99,7 @@ def live_performance(context: dg.AssetExecutionContext, platform: PlatformResour
     window = _window(platform, P.window_start(day, policy), day)
     tests = P.compare_versions(window, platform.governance(), policy) if not window.is_empty() else []
     labelled = outcomes.filter(pl.col("label_status") == P.LABELLED)
+    shadow = _shadow_comparisons(s, outcomes, day, start)
     metadata = {
         "dagster/row_count": metrics.height,
         "served": outcomes.height,
@@ -112,11 +115,27 @@ def live_performance(context: dg.AssetExecutionContext, platform: PlatformResour
             "model_version", "metric", "evaluated", "live", "n", "n_required", "p_value", "verdict"))
         if tests else dg.MetadataValue.md("no labelled outcomes in the window"),
         "outcomes_table": OUTCOMES_TABLE,
+        "champion_vs_shadow": markdown_table(shadow) if shadow.height
+        else dg.MetadataValue.md("no request of the day has a shadow prediction (serving.shadow_alias)"),
     }
     if labelled.height:
         metadata["reliability_plot"] = png_markdown(_reliability_png(P.reliability_table(labelled)),
                                                     "reliability: predicted vs observed")
     return dg.Output(metrics, metadata=metadata)
+
+
+def _shadow_comparisons(settings, outcomes: pl.DataFrame, day: dt.date, start: dt.datetime) -> pl.DataFrame:
+    """Champion against shadow on the day's identical requests (the log's shadow- segments), written as
+    the read-model the management API serves (/models/{name}/shadow); the table for the metadata."""
+    from mlops_assets.monitoring import performance as P
+    from mlops_assets.monitoring.shadow import comparisons_table, read_shadow_rows, write_shadow_report
+
+    rows = read_shadow_rows(settings.serving_log_dir)
+    if rows.height:
+        rows = rows.filter((pl.col("ts") >= start) & (pl.col("ts") < start + dt.timedelta(days=1)))
+    comparisons = P.champion_vs_shadow(outcomes, rows)
+    write_shadow_report(settings.reports_dir, day.isoformat(), comparisons)
+    return comparisons_table(comparisons)
 
 
 def _reliability_png(table: pl.DataFrame) -> bytes:

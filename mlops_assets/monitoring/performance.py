@@ -253,6 +253,17 @@ def regime_table(labelled: pl.DataFrame, label_kind: LabelKind = "direction") ->
                                       "labelled": pl.Int64(), "hit_rate": pl.Float64()})
 
 
+def champion_vs_shadow(outcomes: pl.DataFrame, shadow_rows: pl.DataFrame) -> list[Any]:
+    """The served (champion) predictions of ``outcomes`` against the shadow model's predictions on the
+    identical requests (``shadow_rows``: the log's ``shadow-`` segments): agreement, and McNemar's test
+    on the labelled pairs (``monitoring.shadow.compare_shadow``; one comparison per version pair)."""
+    from mlops_assets.monitoring.shadow import compare_shadow
+
+    if outcomes.is_empty() or shadow_rows.is_empty():
+        return []
+    return compare_shadow(outcomes, shadow_rows, outcomes)
+
+
 # --- the test against the version's own evaluation ----------------------------------------------------
 
 

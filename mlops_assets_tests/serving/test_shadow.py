@@ -165,3 +165,33 @@ def test_a_shadow_model_that_cannot_load_loses_no_served_record(world: World, tm
     assert served.height == sent and log.rows_written == sent and log.rows_dropped == 0
     assert list_closed_segments(tmp_path / "log", SHADOW_PREFIX) == []
     assert log.shadow_rows_written == 0 and log.shadow_rows_missing == sent
+
+
+def test_mcnemar_on_labelled_pairs_matches_the_exact_binomial_and_agreement_counts_all_pairs() -> None:
+    from scipy import stats
+
+    from mlops_assets.monitoring.performance import champion_vs_shadow
+
+    n = 40
+    champion = [1.0] * 30 + [0.0] * 10
+    shadow_pred = [1.0] * 20 + [0.0] * 10 + [0.0] * 8 + [1.0] * 2
+    label = [1.0] * 20 + [1.0] * 6 + [0.0] * 4 + [0.0] * 8 + [1.0] * 2
+    status = ["labelled"] * 36 + ["pending"] * 4
+    outcomes = pl.DataFrame({"request_id": [f"r{i}" for i in range(n)], "row": [0] * n, "model_name": ["m"] * n,
+                             "model_version": ["1"] * n, "variant": ["production"] * n, "prediction": champion,
+                             "probability": [None] * n, "label": [y if s == "labelled" else None
+                                                                  for y, s in zip(label, status)],
+                             "label_status": status}, schema_overrides={"probability": pl.Float64})
+    shadow = pl.DataFrame({"request_id": [f"r{i}" for i in range(n)], "row": [0] * n, "model_version": ["2"] * n,
+                           "prediction": shadow_pred, "probability": [None] * n},
+                          schema_overrides={"probability": pl.Float64})
+    [c] = champion_vs_shadow(outcomes, shadow)
+    agree = np.mean(np.array(champion) == np.array(shadow_pred))
+    assert (c.champion_version, c.shadow_version, c.pairs, c.labelled) == ("1", "2", 40, 36)
+    assert c.agreement == pytest.approx(agree)
+    y, a, s = (np.array(v[:36]) for v in (label, champion, shadow_pred))
+    b, cc = int(((a == y) & (s != y)).sum()), int(((a != y) & (s == y)).sum())
+    assert (c.test.champion_right_shadow_wrong, c.test.champion_wrong_shadow_right) == (b, cc)
+    assert c.test.exact and c.test.p_value == pytest.approx(stats.binomtest(min(b, cc), b + cc, 0.5).pvalue)
+    assert c.champion_accuracy == pytest.approx(float((a == y).mean()))
+    assert champion_vs_shadow(outcomes, shadow.clear()) == []
