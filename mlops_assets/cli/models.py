@@ -227,3 +227,53 @@ def import_model(source_uri: Annotated[str, typer.Argument(help="runs:/<id>/mode
                                        challenger_alias=s.model.challenger_alias)
     typer.echo(f"registered {s.model.name} v{registered.version} from {source_uri}; the evaluation runs when the "
                f"Dagster daemon's model_version_sensor sees it")
+
+
+@models_app.command("canary")
+@handles_errors
+def canary(first: Annotated[str, typer.Argument(metavar="NAME | status NAME | stop NAME",
+                                                help="start: NAME VERSION --share S; or `status NAME`, `stop NAME`")],
+           second: Annotated[str, typer.Argument(metavar="VERSION | NAME")],
+           share: Annotated[float | None, typer.Option(help="share of /predict traffic for the canary, e.g. 0.1")] = None,
+           reason: Annotated[str, typer.Option(help="note for the record (required to stop)")] = "",
+           as_json: Annotated[bool, typer.Option("--json", help="status as JSON")] = False,
+           by: By = None) -> None:
+    """Canary an approved version with automatic rollback: `canary NAME VERSION --share 0.1`,
+    `canary status NAME`, `canary stop NAME --reason ...`.
+
+    Starting moves the canary alias through the alias mover (recorded gates, an APPROVED decision by
+    another person). The platform judges the guardrails (evaluation.canary_*) every few seconds, rolls a
+    failing canary back (audited, actor platform) and marks a held one ready; promoting stays
+    `mlops models promote`."""
+    from mlops_assets.models import canary as C
+    from mlops_assets.models.gates import gate_policy
+
+    s, client, store = _context()
+    policy, aliases = C.CanaryPolicy.from_settings(s), C.Aliases.from_settings(s)
+    if first == "status":
+        out = C.status(client, store, second, s.serving_log_dir, policy, aliases)
+        if as_json:
+            echo_json(out)
+            return
+        typer.echo(f"{second}: canary {out['state']}" + (f" v{out['version']}" if out.get("version") else "")
+                   + (f" at {out['share']:.0%}" if out.get("share") else "")
+                   + f" (champion v{out.get('champion_version')})")
+        for check in (out.get("verdict") or {}).get("checks", []):
+            state = {True: "passed", False: "FAILED", None: "waiting"}[check["passed"]]
+            typer.echo(f"  {check['name']}: {state}  {check['message']}")
+        if out.get("ended"):
+            ended = out["ended"]
+            typer.echo(f"  ended by {ended['actor']} at {ended['ts']}: {(ended.get('details') or {}).get('why')}")
+        return
+    if first == "stop":
+        require_text("reason", reason, "stopping a canary")
+        C.stop(client, store, second, actor=actor(by), reason=reason, aliases=aliases)
+        typer.echo(f"{second}: canary stopped")
+        return
+    name, version = first, require_version(client, first, second)
+    if share is None:
+        raise InvalidInput("share", "say which share of traffic the canary gets", hint="--share 0.1")
+    d = C.start(client, store, name, version, share, actor=actor(by), compliance_required=s.evaluation.compliance_required,
+                gate_policy=gate_policy(s), policy=policy, aliases=aliases, reason=reason or None)
+    typer.echo(f"{name}: canary v{d.version} at {share:.0%} of traffic (deployment {d.id}); guardrails every "
+               f"{policy.check_seconds:g} s, ready after {policy.hold_seconds:g} s; `mlops models canary status {name}`")

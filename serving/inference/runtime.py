@@ -12,6 +12,11 @@ versions the model was trained on, tag ``lineage.feature_views``, equal those in
 and the snapshot has every model feature), and only then swaps. A refused snapshot leaves the
 previous one in use; a new model version with no matching snapshot waits (the old one keeps
 serving). The choice itself is the pure function :func:`plan`.
+
+The same poll reads the ``canary`` alias (``model.canary_alias``): a version holding it, compatible
+with the snapshot in use, is loaded beside the champion with the share of traffic mirrored on its tag
+``canary.share`` (written by ``mlops_assets.models.canary.start``); :func:`choose` routes a request
+to it with that probability. When the alias goes (a rollback), the next poll drops it.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from mlops_assets.models import tags as T
+from mlops_assets.models.canary import share_of
 from mlops_assets.models.registry import get_version_by_alias
 from mlops_assets.models.wrapper import load_wrapper
 from serving.inference.loaded import LoadedLLM, LoadedModel, OnlineVectors, load_model
@@ -47,6 +53,9 @@ class ServingState:
     snapshot: Any = None
     online: OnlineVectors | None = None
     challenger_online: OnlineVectors | None = None
+    canary: LoadedModel | None = None
+    canary_online: OnlineVectors | None = None
+    canary_share: float = 0.0
     llm: LoadedLLM | None = None
     problems: tuple[str, ...] = (STARTING,)
     llm_problems: tuple[str, ...] = ()  # why /invoke cannot answer (what setting or command is missing)
@@ -74,6 +83,7 @@ class ServingState:
             "ready": self.ready,
             "model": self.model.describe() if self.model else None,
             "challenger": self.challenger.describe() if self.challenger else None,
+            "canary": {**self.canary.describe(), "share": self.canary_share} if self.canary else None,
             "snapshot": snap,
             "llm": self.llm.describe() if self.llm else None,
             "llm_problems": list(self.llm_problems),
@@ -135,6 +145,17 @@ def plan(current: LoadedModel | None, pending: LoadedModel | None, live: Any, ne
     return models[0], None, [f"refused {r}" for r in refused], []
 
 
+def choose(state: ServingState, draw: float, challenger_share: float
+           ) -> tuple[LoadedModel, OnlineVectors | None, str]:
+    """(model, online vectors, variant) for a request, from one uniform ``draw`` in [0, 1): the canary
+    takes ``[0, canary_share)``, the challenger the next ``challenger_share``, the champion the rest."""
+    if state.canary is not None and draw < state.canary_share:
+        return state.canary, state.canary_online, "canary"
+    if state.challenger is not None and state.canary_share <= draw < state.canary_share + challenger_share:
+        return state.challenger, state.challenger_online, "challenger"
+    return state.model, state.online, "production"  # type: ignore[return-value]
+
+
 # --- the runtime ----------------------------------------------------------------------------------
 
 
@@ -146,6 +167,8 @@ class RuntimeConfig:
     poll_seconds: float = 5.0
     challenger_alias: str = T.ALIAS_CHALLENGER
     challenger_percent: float = 0.0
+    canary_alias: str = T.ALIAS_CANARY
+    canary_max_share: float = 0.5
     llm_model_name: str | None = None
     tracking_uri: str | None = None
     llm_api_key: Any = None  # a pydantic SecretStr (its repr hides the value)
@@ -156,6 +179,7 @@ class RuntimeConfig:
         return cls(model_name=s.model.name, alias=s.serving_alias, online_dir=Path(s.online_dir),
                    poll_seconds=s.serving.poll_seconds, challenger_alias=s.model.challenger_alias,
                    challenger_percent=s.serving.challenger_traffic_percent,
+                   canary_alias=s.model.canary_alias, canary_max_share=s.evaluation.canary_max_share,
                    llm_model_name=s.llm.llm_model_name, tracking_uri=s.mlflow_tracking_uri,
                    llm_api_key=s.llm.api_key, llm_base_url=s.llm.base_url)
 
@@ -233,22 +257,25 @@ class Runtime:
 
     def _load_model(self, alias: str, variant: str, warnings: list[str]) -> tuple[bool, LoadedModel | None]:
         """(alias set?, the loaded model for the version holding ``alias``)."""
-        name = self.config.model_name
-        version = get_version_by_alias(self.client(), name, alias)
+        version = get_version_by_alias(self.client(), self.config.model_name, alias)
         if version is None:
             return False, None
+        return True, self._load_version(version, alias, variant, warnings)
+
+    def _load_version(self, version: Any, alias: str, variant: str, warnings: list[str]) -> LoadedModel | None:
+        name = self.config.model_name
         key = (variant, str(version.version))
         if key in self._loaded:
-            return True, self._loaded[key]
+            return self._loaded[key]
         try:
             model = load_model(self.client(), name, version, alias, variant)
         except Exception as exc:  # a broken artifact must not stop the poller
             log.exception("could not load %s version %s", name, version.version)
             warnings.append(f"could not load {name} version {version.version} ({alias}): {exc}")
-            return True, None
+            return None
         self._loaded = {k: v for k, v in self._loaded.items() if k[0] != variant}
         self._loaded[key] = model
-        return True, model
+        return model
 
     def _poll_snapshot(self, warnings: list[str]) -> str | None:
         try:
@@ -341,12 +368,14 @@ class Runtime:
         if snapshot_problem and snapshot is None:
             problems = [snapshot_problem, *[p for p in problems if "no online feature snapshot" not in p]]
         challenger, challenger_online = self._challenger(model, snapshot, old, warnings)
+        canary, canary_online, canary_share = self._canary(model, snapshot, old, warnings)
         llm_problems: list[str] = []
         llm = self._load_llm(old.llm, warnings, llm_problems)
         online = old.online if (model is old.model and snapshot is old.snapshot) else (
             OnlineVectors(snapshot, model.features) if model is not None and snapshot is not None else None)
         state = ServingState(model=model, challenger=challenger, snapshot=snapshot, online=online,
-                             challenger_online=challenger_online, llm=llm, problems=tuple(problems),
+                             challenger_online=challenger_online, canary=canary, canary_online=canary_online,
+                             canary_share=canary_share, llm=llm, problems=tuple(problems),
                              llm_problems=tuple(llm_problems),
                              warnings=tuple(warnings), polled_at=time.time())
         self.state = state  # the swap: one reference assignment
@@ -381,6 +410,36 @@ class Runtime:
         if challenger is old.challenger and snapshot is old.snapshot:
             return challenger, old.challenger_online
         return challenger, OnlineVectors(snapshot, challenger.features)
+
+    def _canary(self, model: LoadedModel | None, snapshot: Any, old: ServingState, warnings: list[str]
+                ) -> tuple[LoadedModel | None, OnlineVectors | None, float]:
+        """The version holding the canary alias, its vectors and its share; (None, None, 0) when there is
+        none, it is the champion, it has no valid share tag, or it does not fit the snapshot."""
+        cfg, none = self.config, (None, None, 0.0)
+        if model is None or snapshot is None or cfg.canary_alias in (cfg.alias, cfg.challenger_alias):
+            return none
+        version = get_version_by_alias(self.client(), cfg.model_name, cfg.canary_alias)
+        if version is None:  # no canary (or rolled back): forget it, so a restart loads and counts afresh
+            self._loaded = {k: v for k, v in self._loaded.items() if k[0] != "canary"}
+            return none
+        if str(version.version) == model.version:
+            return none
+        share = share_of(dict(version.tags or {}), cfg.canary_max_share)
+        if share is None:
+            warnings.append(f"canary version {version.version} gets no traffic: its tag {T.TAG_CANARY_SHARE!r} "
+                            f"is missing or not within (0, {cfg.canary_max_share}]; start it with "
+                            "`mlops models canary NAME VERSION --share S`")
+            return none
+        canary = self._load_version(version, cfg.canary_alias, "canary", warnings)
+        if canary is None:
+            return none
+        reasons = compatibility(canary, snapshot)
+        if reasons:
+            warnings.append(f"canary version {canary.version} gets no traffic: " + "; ".join(reasons))
+            return none
+        if canary is old.canary and snapshot is old.snapshot:
+            return canary, old.canary_online, share
+        return canary, OnlineVectors(snapshot, canary.features), share
 
     # -- the poller thread ------------------------------------------------------------------------
     def start(self) -> None:

@@ -28,7 +28,8 @@ from mlops_assets.settings import Settings
 from serving.auth import KeyRing
 from serving.inference.payload import PayloadError, build_matrix, parse_payload
 from serving.inference.predlog import LogRecord, PredictionLog
-from serving.inference.runtime import Runtime, RuntimeConfig
+from serving.inference.predlog_shadow import ShadowConfig
+from serving.inference.runtime import Runtime, RuntimeConfig, choose
 from serving.inference.schemas import InvokeRequest
 from serving.metrics import ServingMetrics, mark_process_dead
 from serving.observability import SCOPE_MODEL_VERSION, SCOPE_REQUEST_ID, AccessLog, RequestIds
@@ -136,7 +137,8 @@ class InferenceService:
             RuntimeConfig.from_settings(settings), client_factory=lambda: stores.mlflow_client(settings),
             on_swap=lambda kind, version: self.metrics.swaps.labels(kind, version).inc())
         self.predlog = PredictionLog(settings.serving_log_dir, settings.serving.log_flush_rows,
-                                     settings.serving.log_flush_seconds)
+                                     settings.serving.log_flush_seconds,
+                                     shadow=ShadowConfig.from_settings(settings))
         from mlops_assets.prompts.usage import UsageLogger, usage_log_dir
 
         self.usage = UsageLogger(usage_log_dir(settings.serving_log_dir))
@@ -148,6 +150,9 @@ class InferenceService:
         self.max_batch = settings.serving.max_batch
         self.challenger_share = settings.serving.challenger_traffic_percent / 100.0
         self.keyring = KeyRing.from_config(settings.serving.api_keys)
+        from mlops_assets.models.canary import CanaryCounter
+
+        self.canary_counts = CanaryCounter(settings.serving_log_dir)
 
     def start(self) -> None:
         # Background threads (log flushes, the poller loading a model) hold the GIL in bursts; a 1 ms
@@ -161,6 +166,7 @@ class InferenceService:
             pass
         self.predlog.start()
         self.usage.start()
+        self.canary_counts.start()
         if self.access_log is not None:
             self.access_log.start()
         if self.start_background:
@@ -168,6 +174,7 @@ class InferenceService:
 
     def stop(self) -> None:
         self.runtime.stop()
+        self.canary_counts.stop()
         self.predlog.close()
         self.usage.close()
         self.metrics.log_dropped.inc(self.predlog.rows_dropped)
@@ -181,12 +188,26 @@ class InferenceService:
         if not state.ready:
             raise PayloadError(503, "not ready: " + "; ".join(state.problems))
         payload = parse_payload(body, self.max_batch)
-        model, online, variant = state.model, state.online, "production"
-        if state.challenger is not None and random.random() < self.challenger_share:
-            model, online, variant = state.challenger, state.challenger_online, "challenger"
+        model, online, variant = choose(state, random.random(), self.challenger_share)
+        if variant != "canary":
+            return self._score(state, payload, model, online, variant, request_id, started)
+        try:
+            answer = self._score(state, payload, model, online, variant, request_id, started)
+        except PayloadError:
+            raise
+        except Exception:  # the canary's model failed: count it against the canary, answer with the champion
+            log.exception("canary version %s failed (request %s); the champion answers", model.version, request_id)
+            self.canary_counts.add(model.name, model.version, model.loaded_at, error=True)
+            return self._score(state, payload, state.model, state.online, "production", request_id, started)
+        self.canary_counts.add(model.name, model.version, model.loaded_at, error=False)
+        return answer
+
+    def _score(self, state: Any, payload: Any, model: Any, online: Any, variant: str, request_id: str,
+               started: float) -> tuple[int, bytes, str]:
+        supplied: list = []  # per row, the feature names the request gave (the log's request_features)
         try:
             x, entities = build_matrix(payload, model.features, model.index, online, ENTITY_KEY,
-                                       state.snapshot_version)
+                                       state.snapshot_version, supplied)
         except PayloadError as exc:
             exc.model_version = model.version  # type: ignore[attr-defined]
             raise
@@ -195,7 +216,7 @@ class InferenceService:
         latency_ms = (time.perf_counter() - started) * 1000.0
         self.predlog.append(LogRecord(request_id, time.time(), latency_ms, model.name, model.version,
                                       model.alias, variant, snapshot_version, entities, model.features, x,
-                                      predictions, probabilities))
+                                      predictions, probabilities, supplied if any(supplied) else None))
         self.metrics.count_predictions(model.name, model.version, variant, len(entities))
         return 200, orjson.dumps({
             "request_id": request_id, "model_name": model.name, "model_version": model.version,

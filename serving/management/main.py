@@ -22,9 +22,13 @@ from serving.auth import KeyRing
 from serving.errors import answer_413_as_json, install_error_handlers
 from serving.management import (
     routes_audit,
+    routes_canary,
     routes_evaluation,
     routes_features,
     routes_lifecycle,
+    routes_live,
+    routes_platform,
+    routes_prompt_records,
     routes_prompts,
 )
 from serving.management.context import ApiContext
@@ -32,7 +36,7 @@ from serving.metrics import ServingMetrics
 from serving.observability import AccessLog, ObservabilityMiddleware, RequestIds, install_json_logging
 
 ENDPOINTS = frozenset({"/health", "/metrics", "/api/v1/features/*", "/api/v1/ml/lifecycle/*",
-                       "/api/v1/ml/evaluation/*", "/api/v1/audit/*", "/api/v1/prompt-governance/*"})
+                       "/api/v1/ml/evaluation/*", "/api/v1/ml/replay/*", "/api/v1/audit/*", "/api/v1/prompt-governance/*"})
 
 
 def _document_repeat_posts() -> None:
@@ -73,8 +77,11 @@ def create_app(settings: Settings | None = None, keyring: KeyRing | None = None)
     install_error_handlers(app)
     answer_413_as_json(app, settings.serving.max_body_bytes)
     _document_repeat_posts()
-    for module in (routes_features, routes_lifecycle, routes_evaluation, routes_audit, routes_prompts):
+    app.include_router(routes_live.router)  # before routes_lifecycle: its /models/{name}/{version} would take as-of
+    for module in (routes_canary, routes_features, routes_lifecycle, routes_evaluation, routes_audit, routes_prompts):
         app.include_router(module.router)
+    app.include_router(routes_prompt_records.router)
+    app.include_router(routes_platform.router)
 
     @app.get("/health", tags=["service"], summary="Liveness")
     def health() -> dict[str, Any]:
