@@ -245,7 +245,7 @@ def canary(first: Annotated[str, typer.Argument(metavar="NAME | status NAME | st
     another person). The platform judges the guardrails (evaluation.canary_*) every few seconds, rolls a
     failing canary back (audited, actor platform) and marks a held one ready; promoting stays
     `mlops models promote`."""
-    from mlops_assets.models import canary as C
+    from mlops_assets.monitoring import canary as C
     from mlops_assets.models.gates import gate_policy
 
     s, client, store = _context()

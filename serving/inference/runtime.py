@@ -15,7 +15,7 @@ serving). The choice itself is the pure function :func:`plan`.
 
 The same poll reads the ``canary`` alias (``model.canary_alias``): a version holding it, compatible
 with the snapshot in use, is loaded beside the champion with the share of traffic mirrored on its tag
-``canary.share`` (written by ``mlops_assets.models.canary.start``); :func:`choose` routes a request
+``canary.share`` (written by ``mlops_assets.monitoring.canary.start``); :func:`choose` routes a request
 to it with that probability. When the alias goes (a rollback), the next poll drops it.
 """
 
@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from mlops_assets.models import tags as T
-from mlops_assets.models.canary import share_of
+from mlops_assets.monitoring.canary import share_of
 from mlops_assets.models.registry import get_version_by_alias
 from mlops_assets.models.wrapper import load_wrapper
 from serving.inference.loaded import LoadedLLM, LoadedModel, OnlineVectors, load_model

@@ -150,7 +150,7 @@ class InferenceService:
         self.max_batch = settings.serving.max_batch
         self.challenger_share = settings.serving.challenger_traffic_percent / 100.0
         self.keyring = KeyRing.from_config(settings.serving.api_keys)
-        from mlops_assets.models.canary import CanaryCounter
+        from mlops_assets.monitoring.canary import CanaryCounter
 
         self.canary_counts = CanaryCounter(settings.serving_log_dir)
 

@@ -1,9 +1,9 @@
 """``/api/v1/ml/lifecycle/models/{name}/canary``: start, watch and stop a canary; and the platform's
 guardrail monitor.
 
-Starting goes through ``mlops_assets.models.canary.start`` (the one alias mover: recorded gates and an
+Starting goes through ``mlops_assets.monitoring.canary.start`` (the one alias mover: recorded gates and an
 APPROVED decision by another person) under the caller's identity. The router's lifespan runs a
-:class:`~mlops_assets.models.canary.CanaryMonitor` for the served model (``model.name``) in this
+:class:`~mlops_assets.monitoring.canary.CanaryMonitor` for the served model (``model.name``) in this
 process: every ``evaluation.canary_check_seconds`` it judges the running canary on the prediction log
 and rolls it back as ``platform`` when a guardrail fails, so ``mlops serve`` needs no Dagster daemon.
 """
@@ -17,7 +17,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, FastAPI, Path
 from pydantic import BaseModel, Field
 
-from mlops_assets.models import canary
+from mlops_assets.monitoring import canary
 from mlops_assets.models.gates import gate_policy
 from serving.auth import Identity, require
 from serving.management.context import ApiContext, ctx

@@ -14,7 +14,7 @@ import polars as pl
 import pytest
 
 from mlops_assets.errors import Conflict, InvalidInput
-from mlops_assets.models import canary as C
+from mlops_assets.monitoring import canary as C
 from mlops_assets.models import promotion as P
 from mlops_assets.models import tags as T
 from mlops_assets_tests.models import governed
