@@ -9,7 +9,7 @@ export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR ?= false
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-.PHONY: install demo demo-real test dev serve mlflow-ui features-lock bench clean services services-stop bench-load backup restore
+.PHONY: install demo demo-real test lint dev serve mlflow-ui features-lock bench clean services services-stop bench-load backup restore
 
 install: $(VENV)/.installed
 
@@ -39,8 +39,14 @@ demo-real: install
 ## second when they already run) and writes their URLs to .ci/services.env, which those tests read.
 ## The venv's bin on PATH, as in an activated shell (tools started by tests, e.g. `mlflow models serve`, run uvicorn).
 test: export PATH := $(CURDIR)/$(BIN):$(PATH)
-test: install services
+test: install lint services
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
+
+## The rules a pull request must hold: ruff (the selection in pyproject.toml) and the import contracts
+## (import-linter: the house rule, serving never imports the Dagster layer, the domain layers).
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 ## PostgreSQL (Debian's package, a test cluster) and an MLflow tracking server for the production tests.
 services: install

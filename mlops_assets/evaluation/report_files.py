@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ class ReportFile:
 
     @property
     def evaluated_at(self) -> str:
-        return datetime.fromtimestamp((self.path / REPORT_FILE).stat().st_mtime, tz=timezone.utc).isoformat()
+        return datetime.fromtimestamp((self.path / REPORT_FILE).stat().st_mtime, tz=UTC).isoformat()
 
     def load(self) -> dict[str, Any]:
         return json.loads((self.path / REPORT_FILE).read_text())

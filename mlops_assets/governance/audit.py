@@ -23,7 +23,7 @@ import os
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime, timezone
+from datetime import date, datetime, UTC
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -128,7 +128,7 @@ def normalize_details(details: Mapping[str, Any] | None) -> dict[str, Any]:
 
 def as_utc(ts: datetime) -> datetime:
     """Timestamps without a zone are taken as UTC (SQLite drops the zone)."""
-    return ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
 def format_ts(ts: datetime) -> str:

@@ -25,7 +25,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -172,7 +172,7 @@ class GovernanceStore(DecisionRepository, GateRepository):
         last = select(AuditRow.seq, AuditRow.hash).order_by(AuditRow.seq.desc()).limit(1)
         head = session.execute(last).first()
         try:
-            entry = seal_entry(self._key, seq=head.seq + 1 if head else 1, ts=datetime.now(timezone.utc),
+            entry = seal_entry(self._key, seq=head.seq + 1 if head else 1, ts=datetime.now(UTC),
                                actor=_text(actor, "actor"), action=_text(action, "action"),
                                subject_kind=_text(subject_kind, "subject_kind"),
                                subject_id=_text(subject_id, "subject_id"), details=details,
@@ -333,7 +333,7 @@ class GovernanceStore(DecisionRepository, GateRepository):
     def _insert_drift_event(self, s: Session, source: str, features: list[str], drifted_share: float,
                             severity: str, action_taken: str | None, episode_id: str | None,
                             details: Mapping[str, Any] | None, actor: str) -> DriftEvent:
-        row = DriftEventRow(ts=datetime.now(timezone.utc), source=source,
+        row = DriftEventRow(ts=datetime.now(UTC), source=source,
                             features=[str(f) for f in features], drifted_share=float(drifted_share),
                             severity=severity, action_taken=action_taken, episode_id=episode_id,
                             details={})
@@ -388,7 +388,7 @@ class GovernanceStore(DecisionRepository, GateRepository):
             if episode_id is not None:
                 row.episode_id = change["episode_id"] = _text(episode_id, "episode_id")
             if resolved and not merged.get("resolved_at"):
-                merged["resolved_at"] = change["resolved_at"] = datetime.now(timezone.utc).isoformat()
+                merged["resolved_at"] = change["resolved_at"] = datetime.now(UTC).isoformat()
             if details:
                 change["details"] = dict(details)
             row.details = merged

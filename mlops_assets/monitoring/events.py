@@ -23,7 +23,7 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, UTC
 from typing import Any, Literal, Protocol
 
 import httpx
@@ -140,8 +140,8 @@ def _as_utc(value: datetime | date | str, name: str) -> datetime:
     if not isinstance(value, datetime):
         raise DriftInputError(name, f"must be a datetime or ISO string, got {type(value).__name__}")
     if value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
 
 
 def _flag(value: Any, name: str) -> bool:

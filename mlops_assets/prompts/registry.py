@@ -88,7 +88,7 @@ def _state(state: Any) -> str:
 def _model_parameters(raw: Any) -> ModelParameters | None:
     if not raw:
         return None
-    data = raw if isinstance(raw, dict) else getattr(raw, "to_dict", lambda: {})()
+    data = raw if isinstance(raw, dict) else getattr(raw, "to_dict", dict)()
     if not data.get("model_name"):
         return None
     params = {"model": data["model_name"]}

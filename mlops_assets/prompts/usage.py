@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -121,7 +121,7 @@ def records_to_frame(records: list[UsageRecord]) -> pl.DataFrame:
     for rec in records:
         for name, value in zip(UsageRecord._fields, rec):
             if name == "ts":
-                value = datetime.fromtimestamp(value, tz=timezone.utc)
+                value = datetime.fromtimestamp(value, tz=UTC)
             elif name == "flags":
                 value = list(value)
             cols[name].append(value)

@@ -104,13 +104,6 @@ def test_input_errors_name_the_problem(tmp_path: Path) -> None:
     assert info.value.field == "predict_fn"
 
 
-def test_package_does_not_import_dagster() -> None:
-    package = Path(__file__).resolve().parents[2] / "mlops_assets" / "evaluation"
-    for source in package.glob("*.py"):
-        text = source.read_text()
-        assert "import dagster" not in text and "from dagster" not in text, source.name
-
-
 def test_fairness_is_informational_when_the_policy_has_no_limits(tmp_path: Path) -> None:
     test_df, train_df = make_split("regression", seed=6), make_split("regression", seed=7)
     policy = CompliancePolicy(fairness_limits=None)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from pathlib import Path
 
 import pytest
@@ -113,7 +113,7 @@ def test_deployments_history(store: GovernanceStore) -> None:
 
 
 def test_drift_events(store: GovernanceStore) -> None:
-    before = datetime.now(timezone.utc) - timedelta(seconds=1)
+    before = datetime.now(UTC) - timedelta(seconds=1)
     a = store.record_drift_event(source="predictions", features=["ret_1d", "vol_20d"], drifted_share=0.5,
                                  severity="high", episode_id="ep1", details={"report": "drift.html"})
     store.record_drift_event(source="features", features=[], drifted_share=0.0, severity="none")
@@ -123,7 +123,7 @@ def test_drift_events(store: GovernanceStore) -> None:
     assert store.last_drift_event(episode_id="ep1") == b
     assert [e.id for e in store.list_drift_events("predictions")] == [b.id, a.id]
     assert len(store.list_drift_events(since=before)) == 3
-    assert a.details == {"report": "drift.html"} and a.ts.tzinfo is timezone.utc
+    assert a.details == {"report": "drift.html"} and a.ts.tzinfo is UTC
     acted = store.set_drift_action(a.id, "retraining_run:abc", actor="sensor")
     assert acted.action_taken == "retraining_run:abc"
     assert store.list_drift_events("predictions")[-1].action_taken == "retraining_run:abc"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 
 import pytest
@@ -28,7 +28,7 @@ CREATE TABLE deployments (id INTEGER PRIMARY KEY, name VARCHAR(300), alias VARCH
 
 
 def _old_store(db: Path) -> None:
-    ts = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    ts = datetime(2026, 1, 1, tzinfo=UTC)
     entry = seal_entry(KEY, seq=1, ts=ts, actor="bob", action="decision.approved", subject_kind="model",
                        subject_id="m/1", details={"decision_id": 1}, prev_hash=GENESIS_HASH)
     with sqlite3.connect(db) as conn:

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+# a temporary MLOPS_HOME and a real Dagster instance, as the Dagster wiring tests use (test_drift_defs.py)
+from mlops_assets_tests.defs.conftest import instance, small_home  # noqa: F401
 
 
 def make_window(n: int, seed: int, shift: float = 0.0) -> pd.DataFrame:
@@ -56,5 +58,3 @@ def assert_same_verdicts(fast: Any, evidently: dict[str, Any], ordered: bool = T
     assert fast.dataset_drift == evidently["dataset_drift"]
 
 
-# a temporary MLOPS_HOME and a real Dagster instance, as the Dagster wiring tests use (test_drift_defs.py)
-from mlops_assets_tests.defs.conftest import instance, small_home  # noqa: F401

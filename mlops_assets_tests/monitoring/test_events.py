@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -24,7 +24,7 @@ from mlops_assets.monitoring.events import (
 )
 from mlops_assets_tests.monitoring.conftest import make_window
 
-T0 = datetime(2025, 3, 3, 6, 0, tzinfo=timezone.utc)
+T0 = datetime(2025, 3, 3, 6, 0, tzinfo=UTC)
 POLICY = DriftPolicy(threshold_share=0.3, cooldown_hours=24)
 
 

@@ -44,7 +44,10 @@ def test_outcome_join_labels_only_after_the_horizon() -> None:
     market, horizon = _market(), 2
     days = market.filter(pl.col("symbol") == "AAA")["date"].to_list()
     close = {s: dict(zip(g["date"], g["close"])) for (s,), g in market.group_by("symbol")}
-    at = lambda d: datetime(d.year, d.month, d.day, 14, 30, tzinfo=UTC)
+
+    def at(d):
+        return datetime(d.year, d.month, d.day, 14, 30, tzinfo=UTC)
+
     served = _served([("AAA", at(days[10]), 0.7), ("BBB", at(days[10]), 0.4), ("AAA", at(days[20]), 0.6),
                       ("AAA", at(days[-1]), 0.6), ("AAA", at(days[0]), 0.5)])
     # now: the day of days[11]'s close -> the first two are labelled (decision days[9], outcome days[11])

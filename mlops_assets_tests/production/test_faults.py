@@ -19,6 +19,7 @@ import yaml
 
 from mlops_assets.settings import PROJECT_ROOT, load_settings
 from mlops_assets_tests.production.helpers import SESSION, child_env, wait_until, write_config
+from datetime import UTC
 
 pytestmark = pytest.mark.xdist_group("production")
 WORKER = "mlops_assets_tests.production.materialize_worker"
@@ -290,9 +291,8 @@ def test_governance_bypass_attempts_are_refused_or_detected(stack, services, tmp
 
 
 def dt_utc():
-    from datetime import timezone
 
-    return timezone.utc
+    return UTC
 
 
 def json_or_value(value):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path as FsPath
 from typing import Any, Literal
 
@@ -98,7 +98,7 @@ def save_scenario(body: ScenarioIn, who: Identity = ADMIN, c: ApiContext = Depen
                                  "there")
     item = {"name": window.name, "start": window.start.isoformat(), "end": window.end.isoformat(),
             "description": body.description, "saved_by": who.owner,
-            "saved_at": datetime.now(timezone.utc).isoformat()}
+            "saved_at": datetime.now(UTC).isoformat()}
     items = [s for s in _saved(c) if s.get("name") != body.name] + [item]
     _write_atomic(scenarios_file(c.settings.home), items)
     c.store.append_audit(who.owner, "evaluation.scenario_saved", "scenario", body.name,
@@ -120,7 +120,7 @@ def _report_dir(c: ApiContext, run_id: str) -> FsPath:
 
 def _run_item(path: FsPath) -> dict[str, Any]:
     report = json.loads((path / "evaluation_report.json").read_text())
-    stamp = datetime.fromtimestamp((path / "evaluation_report.json").stat().st_mtime, tz=timezone.utc)
+    stamp = datetime.fromtimestamp((path / "evaluation_report.json").stat().st_mtime, tz=UTC)
     name, version = path.parent.name, path.name
     return {"id": f"{name}:{version}", "model_name": name, "version": version, "passed": report.get("passed"),
             "metrics": report.get("metrics"), "evaluated_at": stamp.isoformat(),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
@@ -50,7 +50,7 @@ VIEWER = require("viewer", _keyring)
 
 
 def _ms(ts: int | None) -> str | None:
-    return None if ts is None else datetime.fromtimestamp(ts / 1000, tz=timezone.utc).isoformat()
+    return None if ts is None else datetime.fromtimestamp(ts / 1000, tz=UTC).isoformat()
 
 
 def _run(run: Any) -> dict[str, Any]:
