@@ -28,7 +28,7 @@ def segment(version: str, latencies: list[float], first_request: int = 0, rows_p
         "entity": ["SPX"] * n, "model_name": ["m"] * n, "model_version": [version] * n,
         "alias": ["production"] * n, "variant": ["main"] * n, "snapshot_version": ["s1"] * n,
         "prediction": [1.0] * n, "probability": [0.6] * n, "latency_ms": latencies,
-        "feature_names": [["ret_1d"]] * n, "feature_values": [[0.01]] * n,
+        "feature_names": [["ret_1d"]] * n, "feature_values": [[0.01]] * n, "request_features": [None] * n,
     }, schema=SEGMENT_SCHEMA)
 
 
