@@ -152,7 +152,7 @@ def _end(echo: Callable[[str], None], outcomes: list[RunOutcome], version: str |
             echo(f"model {s.model.name} v{version}: REFUSED by {', '.join(gates)} - not staged, nothing to approve.")
         elif not failures:
             echo(f"model {s.model.name} v{version}: passed every gate and is {s.model.staging_alias!r}; next: "
-                 f"mlops approve model {s.model.name} {version} --comment '...'")
+                 f"mlops models approve {s.model.name} {version} --comment '...'")
         for line in describe(verdicts):
             echo(f"  {line}")
         for r in model_refused:

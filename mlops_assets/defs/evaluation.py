@@ -125,7 +125,7 @@ def staging_model(context: dg.AssetExecutionContext, platform: PlatformResource)
     return dg.MaterializeResult(metadata={
         "alias": s.model.staging_alias, "version": version,
         "previous_version": str(deployment.previous_version), "next_step":
-        f"mlops approve model {s.model.name} {version} --comment '...'  (a reviewer other than the registerer)",
+        f"mlops models approve {s.model.name} {version} --comment '...'  (a reviewer other than the registerer)",
     })
 
 

@@ -160,7 +160,7 @@ def demo_llm_chain_and_kpis(defs: dg.Definitions, instance: dg.DagsterInstance, 
         version, state = chain_prompt_state(s, template_id)
         if state != "APPROVED":
             echo(f"LLM chain: waits for approval: prompt {template_id} {version} is {state}; a reviewer "
-                 f"other than its owner and submitter runs `mlops approve prompt {template_id} {version} "
+                 f"other than its owner and submitter runs `mlops prompts approve {template_id} {version} "
                  f"--comment '...'`, then `mlops prompts deploy-chain {template_id}` (or `make demo` again)")
         else:
             result = defs.resolve_job_def("llm_chain_job").execute_in_process(

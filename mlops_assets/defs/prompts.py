@@ -12,7 +12,7 @@ gets a partition, and each template whose content hash changed gets one run of
   an MLflow run in ``prompt-evaluations`` and the outcome recorded for approval. Blocking checks
   per risk-level thresholds: ``static_checks``, ``toxicity``, ``groundedness``, ``golden_quality``.
 
-Approval is a person's act (``mlops approve prompt ...``); it moves ``prompts:/<id>@production``.
+Approval is a person's act (``mlops prompts approve ...``); it moves ``prompts:/<id>@production``.
 
 - ``llm_chain``: the LangGraph chain behind ``/invoke`` (``models.llm_registry.deploy_chain``, the same
   domain function as ``mlops prompts deploy-chain``): registered with an APPROVED prompt version and
@@ -232,7 +232,7 @@ def prompt_evaluations(context: dg.AssetExecutionContext, config: PromptEvaluati
         "mlflow_run": dg.MetadataValue.url(
             f"{s.mlflow_ui_url}/#/experiments/{experiment_id}/runs/{evaluation.mlflow_run_id}"),
         "audit_seq": evaluation.audit_seq or -1,
-        "next_step": f"mlops approve prompt {template.id} {template.version} --comment '...'  "
+        "next_step": f"mlops prompts approve {template.id} {template.version} --comment '...'  "
                      "(a reviewer other than the owner and the submitter)",
     }
     if evaluation.cases:

@@ -194,7 +194,7 @@ def deploy_chain(settings: Any, template_id: str, version: str | None = None, *,
     if decision is None or decision.state is not DecisionState.APPROVED:
         state = decision.state.value if decision else "never submitted"
         why = (f"prompt {template_id} version {version} is {state}, not APPROVED; a reviewer other than "
-               f"its owner and submitter approves it with `mlops approve prompt {template_id} {version} "
+               f"its owner and submitter approves it with `mlops prompts approve {template_id} {version} "
                f"--comment '...'`, then run `mlops prompts deploy-chain {template_id}` again")
         raise P.PromotionRefused(action, template_id, version, [why])
     prompt = promote_prompt(settings, template_id, version, actor=actor,

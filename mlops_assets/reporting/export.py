@@ -72,7 +72,7 @@ def approval_rules(settings: Settings, approval: ApprovalPolicy) -> dict[str, An
                          *(["compliance_passed"] if settings.evaluation.compliance_required else []),
                          "reviewer_is_not_registerer"],
             "production": f"alias `{settings.model.production_alias}` moves only to an APPROVED version "
-                          "whose gates are re-checked at the move (approval sensor or `mlops promote`)",
+                          "whose gates are re-checked at the move (approval sensor or `mlops models promote`)",
             "rollback": "only to a version that served the alias before and is not rejected or archived; "
                         "a reason is required",
             "reject": "anyone, including the registerer (withdrawing needs no second pair of eyes)",

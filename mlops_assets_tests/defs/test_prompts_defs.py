@@ -228,7 +228,7 @@ def test_llm_chain_asset_and_the_demo_step(prompts_dir: Path, instance, monkeypa
     submit_prompt(s, tid, "1.0.0", actor="alice")
     code, lines = step()
     assert code == 0 and f"prompt {tid} 1.0.0 is IN_REVIEW" in lines[2]
-    assert f"mlops approve prompt {tid} 1.0.0" in lines[2]
+    assert f"mlops prompts approve {tid} 1.0.0" in lines[2]
     refused = build(prompts_dir).resolve_job_def("llm_chain_job").execute_in_process(
         instance=instance, raise_on_error=False,
         run_config={"ops": {"llm_chain": {"config": {"template_id": tid}}}})

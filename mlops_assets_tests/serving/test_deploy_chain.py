@@ -70,7 +70,7 @@ def test_deploy_chain_from_refusal_to_an_answer(world: World, tmp_path: Path, fa
 
     # 2. the prompt is not approved: refused with what to do, and nothing registered
     code, out = _cli("prompts", "deploy-chain", TEMPLATE, "--by", "carol")
-    assert code != 0 and "not APPROVED" in out and f"mlops approve prompt {TEMPLATE} 1.0.0" in out
+    assert code != 0 and "not APPROVED" in out and f"mlops prompts approve {TEMPLATE} 1.0.0" in out
     client = stores.mlflow_client(settings)
     assert not client.search_model_versions(f"name = '{CHAIN}'")
 

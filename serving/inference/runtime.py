@@ -302,7 +302,7 @@ class Runtime:
             version = get_version_by_alias(self.client(), name, self.config.alias)
             if version is None:
                 problems.append(f"no version of the LLM chain {name!r} has alias {self.config.alias!r}: "
-                                "approve a version of its prompt (`mlops approve prompt TEMPLATE_ID "
+                                "approve a version of its prompt (`mlops prompts approve TEMPLATE_ID "
                                 "VERSION`), then run `mlops prompts deploy-chain TEMPLATE_ID` (for example "
                                 "market_narrative)")
                 return None
