@@ -11,7 +11,8 @@ path and at idle CPU priority. With a shadow alias configured (``serving.shadow_
 * after each served segment is written (the served rows come first, always), scores the segment's
   feature vectors with the shadow model in one batch and writes the rows as the sibling segment
   ``shadow-<token>-<pid>-<seq>.parquet`` (the prediction log's schema; the same request ids and row
-  numbers, ``variant="shadow"``, the shadow model's name, version and alias, latency null).
+  numbers, ``variant="shadow"``, the shadow model's name, version and alias, ``latency_ms`` the
+  batch's scoring time per row).
 
 The shadow model sees exactly the vectors the served model saw: each of its features is taken by name
 from the served vector (a feature the served model does not use is missing, NaN, which the model
