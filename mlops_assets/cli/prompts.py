@@ -117,7 +117,7 @@ def evaluate(template_id: str, by: By = None, offline: Offline = False) -> None:
 @handles_errors
 def diff(template_id: str, v1: str, v2: str) -> None:
     """What changed from V1 to V2 (template text, then every other field)."""
-    from mlops_assets.prompts.workflow import diff_prompt
+    from mlops_assets.prompts.status import diff_prompt
 
     typer.echo(diff_prompt(cli.settings(), template_id, v1, v2), nl=False)
 
@@ -126,7 +126,7 @@ def diff(template_id: str, v1: str, v2: str) -> None:
 @handles_errors
 def status(as_json: Annotated[bool, typer.Option("--json", help="machine-readable")] = False) -> None:
     """Every template version: review state, production, content changes, last evaluation."""
-    from mlops_assets.prompts.workflow import prompt_status
+    from mlops_assets.prompts.status import prompt_status
 
     rows = prompt_status(cli.settings())
     if as_json:
@@ -147,7 +147,7 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="machine-readabl
 def approve(template_id: str, version: str, comment: Annotated[str, typer.Option(help="why")] = "",
             by: By = None) -> None:
     """Approve a version in review (not by its owner or submitter); production moves to it."""
-    from mlops_assets.prompts.workflow import approve_prompt
+    from mlops_assets.prompts.approval import approve_prompt
 
     cli.echo_json(approve_prompt(cli.settings(), template_id, version, reviewer=cli.actor(by),
                                  comment=comment or None).to_dict())
@@ -158,7 +158,7 @@ def approve(template_id: str, version: str, comment: Annotated[str, typer.Option
 def reject(template_id: str, version: str, comment: Annotated[str, typer.Option(help="why (required)")] = "",
            by: By = None) -> None:
     """Reject a version (also revokes an approval)."""
-    from mlops_assets.prompts.workflow import reject_prompt
+    from mlops_assets.prompts.approval import reject_prompt
 
     require_text("comment", comment, "a rejection")
     cli.echo_json(reject_prompt(cli.settings(), template_id, version, reviewer=cli.actor(by),
@@ -170,7 +170,7 @@ def reject(template_id: str, version: str, comment: Annotated[str, typer.Option(
 def rollback(template_id: str, to: Annotated[str, typer.Option("--to", help="the version to go back to")],
              reason: Annotated[str, typer.Option(help="what went wrong (required)")] = "", by: By = None) -> None:
     """Move production back to an APPROVED version that served before."""
-    from mlops_assets.prompts.workflow import rollback_prompt
+    from mlops_assets.prompts.approval import rollback_prompt
 
     require_text("reason", reason, "a rollback")
     cli.echo_json(rollback_prompt(cli.settings(), template_id, to, actor=cli.actor(by), reason=reason).to_dict())
@@ -181,7 +181,7 @@ def rollback(template_id: str, to: Annotated[str, typer.Option("--to", help="the
 def promote(template_id: str, version: str, reason: Annotated[str, typer.Option(help="note")] = "",
             by: By = None) -> None:
     """Move production to an APPROVED version (the retry when an approval could not move it)."""
-    from mlops_assets.prompts.workflow import promote_prompt
+    from mlops_assets.prompts.approval import promote_prompt
 
     d = promote_prompt(cli.settings(), template_id, version, actor=cli.actor(by), reason=reason or None)
     typer.echo(f"{template_id}: production -> {d.version} (MLflow version {d.mlflow_version}, was "

@@ -173,7 +173,7 @@ def deploy_chain(settings: Any, template_id: str, version: str | None = None, *,
        :class:`~mlops_assets.models.promotion.PromotionRefused` (a ``Conflict``) names its state and
        the command to approve it, and nothing is written.
     2. ``prompts:/<id>@production`` is confirmed on that version through the prompt workflow's one
-       production move (:func:`~mlops_assets.prompts.workflow.promote_prompt`: re-checks the
+       production move (:func:`~mlops_assets.prompts.approval.promote_prompt`: re-checks the
        approval and the evaluation, audited, idempotent).
     3. A chain version of ``settings.llm.llm_model_name`` is logged (models-from-code, tags naming
        the prompt version and content hash) unless the version serving the alias already names them.
@@ -183,7 +183,7 @@ def deploy_chain(settings: Any, template_id: str, version: str | None = None, *,
     """
     from mlops_assets.prompts.records import KIND, open_stores
     from mlops_assets.governance.records import DecisionState
-    from mlops_assets.prompts.workflow import promote_prompt
+    from mlops_assets.prompts.approval import promote_prompt
     from mlops_assets.models import promotion as P
 
     version = str(version) if version else _default_prompt_version(settings, template_id)

@@ -201,7 +201,8 @@ def test_llm_chain_asset_and_the_demo_step(prompts_dir: Path, instance, monkeypa
 
     from mlops_assets import stores
     from mlops_assets.defs.platform import demo_llm_chain_and_kpis
-    from mlops_assets.prompts.workflow import approve_prompt, submit_prompt
+    from mlops_assets.prompts.workflow import submit_prompt
+    from mlops_assets.prompts.approval import approve_prompt
     from mlops_assets.settings import get_settings
 
     tid, chain = "defs_chain_note", "defs_chain_llm"

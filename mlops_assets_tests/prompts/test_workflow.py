@@ -21,9 +21,9 @@ from mlops_assets.prompts.registry import (current_alias_version, list_prompt_ve
                                                      load_production_prompt)
 from mlops_assets.prompts.library import content_hash, load_template
 from mlops_assets.governance.records import DecisionState, GovernanceError
-from mlops_assets.prompts.workflow import (PromptWorkflowError, approve_prompt, diff_prompt,
-                                              evaluate_prompt, prompt_status, reject_prompt, rollback_prompt,
-                                              submit_prompt)
+from mlops_assets.prompts.approval import approve_prompt, reject_prompt, rollback_prompt
+from mlops_assets.prompts.status import diff_prompt, prompt_status
+from mlops_assets.prompts.workflow import PromptWorkflowError, evaluate_prompt, submit_prompt
 from mlops_assets.settings import Settings
 
 pytest_plugins = ["mlops_assets_tests.conftest_llm"]

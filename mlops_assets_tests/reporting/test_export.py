@@ -13,7 +13,8 @@ import pytest
 from mlops_assets import stores
 from mlops_assets.governance.audit import entry_hash
 from mlops_assets.reporting.export import AUDIT_LOG, MANIFEST, bundle_summary, export_bundle, verify_bundle
-from mlops_assets.prompts.workflow import approve_prompt, submit_prompt
+from mlops_assets.prompts.workflow import submit_prompt
+from mlops_assets.prompts.approval import approve_prompt
 from mlops_assets.settings import Settings
 from mlops_assets_tests.prompts.test_workflow import make_settings, template_data, write_template
 

@@ -113,7 +113,7 @@ def write_template(template_id: str) -> JSONResponse:
 @router.get("/templates/{template_id}/diff", summary="What changed between two versions of a template")
 def diff(template_id: str = TEMPLATE_ID, v1: str = Query(pattern=VERSION_RE), v2: str = Query(pattern=VERSION_RE),
          c: ApiContext = Depends(ctx)) -> dict[str, Any]:
-    from mlops_assets.prompts.workflow import diff_prompt
+    from mlops_assets.prompts.status import diff_prompt
 
     return {"template_id": template_id, "from": v1, "to": v2, "diff": diff_prompt(c.settings, template_id, v1, v2)}
 
@@ -174,7 +174,7 @@ def evaluate(template_id: str = TEMPLATE_ID, version: str = VERSION, who: Identi
              summary="Approve a version in review; production moves to it (approver, not the owner)")
 def approve(body: CommentIn | None = None, template_id: str = TEMPLATE_ID, version: str = VERSION,
             who: Identity = APPROVER, c: ApiContext = Depends(ctx)) -> dict[str, Any]:
-    from mlops_assets.prompts.workflow import approve_prompt
+    from mlops_assets.prompts.approval import approve_prompt
 
     decision = approve_prompt(c.settings, template_id, version, reviewer=who.owner,
                               comment=body.comment if body else None)
@@ -184,7 +184,7 @@ def approve(body: CommentIn | None = None, template_id: str = TEMPLATE_ID, versi
 @router.post("/templates/{template_id}/{version}/reject", summary="Reject a version (approver)")
 def reject(body: ReasonIn, template_id: str = TEMPLATE_ID, version: str = VERSION, who: Identity = APPROVER,
            c: ApiContext = Depends(ctx)) -> dict[str, Any]:
-    from mlops_assets.prompts.workflow import reject_prompt
+    from mlops_assets.prompts.approval import reject_prompt
 
     return {"decision": _plain(reject_prompt(c.settings, template_id, version, reviewer=who.owner,
                                              reason=body.reason).to_dict())}
@@ -194,7 +194,7 @@ def reject(body: ReasonIn, template_id: str = TEMPLATE_ID, version: str = VERSIO
              summary="Move production back to an earlier approved version (approver)")
 def rollback(body: RollbackPromptIn, template_id: str = TEMPLATE_ID, who: Identity = APPROVER,
              c: ApiContext = Depends(ctx)) -> dict[str, Any]:
-    from mlops_assets.prompts.workflow import rollback_prompt
+    from mlops_assets.prompts.approval import rollback_prompt
 
     deployment = rollback_prompt(c.settings, template_id, body.to_version, actor=who.owner, reason=body.reason)
     return {"deployment": _plain(asdict(deployment))}
