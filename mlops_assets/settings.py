@@ -362,3 +362,22 @@ def load_settings(env: dict[str, str] | None = None, config_path: Path | str | N
 def get_settings() -> Settings:
     """The process-wide Settings, loaded once. Tests call ``get_settings.cache_clear()``."""
     return load_settings()
+
+
+def use_mlflow_tracking_uri(uri: str | None) -> None:
+    """``mlflow.set_tracking_uri(uri)`` for this process's fluent MLflow calls, without leaving
+    ``MLFLOW_TRACKING_URI`` behind in the environment.
+
+    MLflow exports the URI it is given as ``MLFLOW_TRACKING_URI``, the variable these settings read
+    as the user's own choice. Left there, a later ``load_settings`` in the same process (another
+    ``MLOPS_HOME``: a test, the demo, a code server) would inherit one home's registry as an explicit
+    setting. The variable is put back as it was.
+    """
+    import mlflow
+
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    if previous is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = previous

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from mlops_assets.data.warehouse import Warehouse
 from mlops_assets.settings import Settings
+from mlops_assets.settings import use_mlflow_tracking_uri
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -30,10 +31,9 @@ def governance_store(settings: Settings) -> GovernanceStore:
 def mlflow_client(settings: Settings) -> MlflowClient:
     """A client on the configured tracking store and registry; the tracking URI is also set process-wide
     for ``mlflow.*`` calls (the registry follows it: a process-wide registry URI would outlive it)."""
-    import mlflow
     from mlflow import MlflowClient
 
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    use_mlflow_tracking_uri(settings.mlflow_tracking_uri)
     return MlflowClient(tracking_uri=settings.mlflow_tracking_uri, registry_uri=settings.mlflow_tracking_uri)
 
 

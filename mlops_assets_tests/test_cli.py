@@ -61,7 +61,7 @@ def test_audit_verify_on_a_fresh_home(mlops_home) -> None:
 
 TREE = {
     "init": None, "status": None, "serve": None, "doctor": None, "backup": None, "restore": None, "replay": None,
-    "models": {"list", "approve", "reject", "promote", "rollback", "archive", "import", "as-of"},
+    "models": {"list", "approve", "reject", "promote", "rollback", "archive", "import", "as-of", "canary"},
     "prompts": {"check", "list", "submit", "evaluate", "diff", "status", "approve", "reject", "promote",
                 "rollback", "deploy-chain"},
     "features": {"check", "lock"},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -55,3 +56,19 @@ def test_stage_maps_onto_alias() -> None:
     assert load_settings(env={"MLFLOW_MODEL_STAGE": "Production"}).serving_alias == "production"
     assert load_settings(env={"MLFLOW_MODEL_STAGE": "STAGING"}).serving_alias == "staging"
     assert load_settings(env={"MLFLOW_MODEL_STAGE": "champion"}).serving_alias == "champion"
+
+
+def test_opening_a_home_does_not_leak_its_tracking_uri_into_later_settings(tmp_path, monkeypatch) -> None:
+    """MLflow exports the URI it is given as MLFLOW_TRACKING_URI; a second home opened later in the same
+    process (the demo, a code server, the test suite) must still get its own registry."""
+    import mlflow
+
+    from mlops_assets import stores
+    from mlops_assets.settings import load_settings
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    first = load_settings(env={"MLOPS_HOME": str(tmp_path / "one")})
+    stores.mlflow_client(first)
+    assert mlflow.get_tracking_uri() == first.mlflow_tracking_uri  # fluent calls use the opened home
+    second = load_settings(env={"MLOPS_HOME": str(tmp_path / "two"), **os.environ})
+    assert second.mlflow_tracking_uri == f"sqlite:///{tmp_path / 'two' / 'mlflow.db'}"

@@ -3,7 +3,7 @@
 ::
 
     mlops init | status | serve | doctor | backup | restore | replay
-    mlops models   list | approve | reject | promote | rollback | archive | import | as-of
+    mlops models   list | approve | reject | promote | rollback | archive | import | as-of | canary
     mlops prompts  check | list | submit | evaluate | diff | status | approve | reject | promote
                    | rollback | deploy-chain
     mlops features check | lock

@@ -39,6 +39,7 @@ from mlops_assets.prompts.registry import RegisteredPrompt, load_production_prom
 from mlops_assets.prompts.library import render_text
 from mlops_assets.prompts.toxicity import score_toxicity
 from mlops_assets.models.tags import ALIAS_PRODUCTION
+from mlops_assets.settings import use_mlflow_tracking_uri
 
 FeatureLookup = Callable[[str], Mapping[str, Any] | None]
 AS_OF_KEYS = ("as_of", "date", "event_timestamp", "timestamp")
@@ -140,11 +141,11 @@ def using_tracking_uri(tracking_uri: str | None) -> Iterator[None]:
         yield
         return
     previous = mlflow.get_tracking_uri() if mlflow.tracking.is_tracking_uri_set() else None
-    mlflow.set_tracking_uri(tracking_uri)
+    use_mlflow_tracking_uri(tracking_uri)
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(previous)
+        use_mlflow_tracking_uri(previous)
 
 
 class LangGraphWrapper:

@@ -36,6 +36,7 @@ from mlops_assets.models.wrapper import (
     TrainResult,
     classification_or_regression_metrics,
 )
+from mlops_assets.settings import use_mlflow_tracking_uri
 
 if TYPE_CHECKING:
     from mlops_assets.models.lit_module import LitMLP
@@ -86,7 +87,7 @@ class PytorchLightningWrapper:
     # -- MLflow plumbing -------------------------------------------------------------------
     def _client(self) -> mlflow.MlflowClient:
         if self.tracking_uri:
-            mlflow.set_tracking_uri(self.tracking_uri)
+            use_mlflow_tracking_uri(self.tracking_uri)
         return mlflow.MlflowClient(tracking_uri=mlflow.get_tracking_uri())
 
     def _ensure_run(self, client: mlflow.MlflowClient) -> str:

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mlops_assets.errors import Conflict, InvalidInput
 from mlops_assets.models import tags as T
+from mlops_assets.settings import use_mlflow_tracking_uri
 
 DEFAULT_ALIASES: dict[str, str] = {
     "challenger": T.ALIAS_CHALLENGER,
@@ -252,7 +253,7 @@ def train_and_register(
     lineage = lineage if isinstance(lineage, Lineage) else Lineage.model_validate(dict(lineage))
     if not lineage.dataset_fingerprint:
         lineage = lineage.model_copy(update={"dataset_fingerprint": dataset_fingerprint(dataset)})
-    mlflow.set_tracking_uri(tracking_uri)
+    use_mlflow_tracking_uri(tracking_uri)
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     experiment_id = ensure_experiment(client, experiment_name, artifact_location)
     tags = {**lineage.tags(features), T.TAG_TASK_TYPE: config.task_type, T.TAG_SOURCE: "trained",

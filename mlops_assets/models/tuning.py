@@ -20,6 +20,7 @@ from mlflow import MlflowClient
 
 from mlops_assets.models.lightning import PytorchLightningWrapper, TrainConfig
 from mlops_assets.models.registry import RegistryError, ensure_experiment
+from mlops_assets.settings import use_mlflow_tracking_uri
 
 # name -> ("float", low, high, log) | ("categorical", choices); hidden sizes as "32-16"
 DEFAULT_SEARCH_SPACE: dict[str, tuple[Any, ...]] = {
@@ -84,7 +85,7 @@ def run_tuning(
     if direction not in ("minimize", "maximize"):
         raise RegistryError("direction", "use 'minimize' or 'maximize'")
     space = dict(search_space or DEFAULT_SEARCH_SPACE)
-    mlflow.set_tracking_uri(tracking_uri)
+    use_mlflow_tracking_uri(tracking_uri)
     client = MlflowClient(tracking_uri=tracking_uri)
     experiment_id = ensure_experiment(client, experiment_name, artifact_location)
     optuna.logging.set_verbosity(logging.WARNING)

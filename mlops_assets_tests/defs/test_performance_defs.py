@@ -28,6 +28,7 @@ def _serve(log_dir: Path, day: dt.date, symbols: list[str], n: int, seed: int) -
         "model_version": "1", "alias": "production", "variant": "production", "snapshot_version": "s1",
         "prediction": (prob >= 0.5).astype(float), "probability": prob, "latency_ms": 1.0,
         "feature_names": [["ret_1d"]] * n, "feature_values": [[0.01]] * n,
+        "request_features": pl.Series([None] * n, dtype=pl.List(pl.String)),  # every value from the snapshot
     })
     write_segment(frame, log_dir, "pred-test-1-1.parquet")
 

@@ -17,7 +17,11 @@ def test_unset_fields_keep_the_settings(small_home: Path) -> None:
     assert built.settings.mlflow_tracking_uri == get_settings().mlflow_tracking_uri
 
 
-def test_changed_home_moves_every_store(small_home: Path, tmp_path: Path) -> None:
+def test_changed_home_moves_every_store(small_home: Path, tmp_path: Path, monkeypatch) -> None:
+    # mlflow.set_tracking_uri (any earlier test in this process) exports MLFLOW_TRACKING_URI, which the
+    # settings would read as an explicit tracking URI; this test is about the one derived from home
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    get_settings.cache_clear()
     other = tmp_path / "other-home"
     resource = PlatformResource(home=str(other), model_name="spread_model", experiment_name="spreads")
     s = resource.settings

@@ -209,6 +209,9 @@ def test_a_tampered_log_value_is_a_named_mismatch_and_the_cli_exits_non_zero(
     assert not any(m.field.startswith("f") for m in batch.mismatches)  # the features are intact
 
     monkeypatch.setenv("MLOPS_CONFIG", str(world.config_path))
+    # the environment wins over the config file: pin what an earlier test in this process may have exported
+    monkeypatch.setenv("MLOPS_HOME", str(world.settings.home))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", world.settings.mlflow_tracking_uri)
     get_settings.cache_clear()
     from mlops_assets.cli.replay import replay_command
 

@@ -44,7 +44,7 @@ def _records(path: Path) -> dict[int, dict[str, str]]:
 def _check_publications(directory: Path) -> int:
     """Every manifest points at a complete data file: it exists, reads as Parquet (a torn file does not:
     its footer is at the end) and has the manifest's columns; the online snapshot also its row count."""
-    manifests = list(directory.glob("*.manifest.json"))
+    manifests = list(directory.glob("*.manifest.json"))  # the current one per name, and retained versions'
     for path in manifests:
         manifest = json.loads(path.read_text())
         data_file = directory / manifest["data_file"]
@@ -53,7 +53,7 @@ def _check_publications(directory: Path) -> int:
         assert frame.columns == manifest["columns"], f"{path.name}: columns differ from the manifest"
         if "n_entities" in manifest:
             assert frame.height == manifest["rows"] == manifest["n_entities"], f"{path.name}: row count differs"
-    return len(manifests)
+    return sum(1 for path in manifests if "-" not in path.name.removesuffix(".manifest.json"))  # current ones
 
 
 def _check_warehouse(home: Path, records: dict[int, dict[str, str]]) -> dict[str, int]:
