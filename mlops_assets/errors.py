@@ -73,6 +73,19 @@ class Forbidden(PlatformError, PermissionError):
     exit_code = 5
 
 
+class MessageInput(InvalidInput):
+    """``InvalidInput`` raised with one message, as the domain's older error classes are: ``field`` is the
+    class's ``subject`` unless given, and ``str()`` stays the message itself."""
+
+    subject = "input"
+
+    def __init__(self, message: str = "", field: str | None = None) -> None:
+        super().__init__(field or self.subject, message)
+
+    def __str__(self) -> str:
+        return "; ".join(self.reasons)
+
+
 class FieldError(InvalidInput):
     """``InvalidInput`` with one problem and a hint (the evaluation and drift input errors)."""
 

@@ -20,13 +20,16 @@ from typing import Any, Generic, TypeVar
 
 import polars as pl
 
+from mlops_assets.errors import MessageInput
+
 log = logging.getLogger(__name__)
 R = TypeVar("R")
 TMP_SUFFIX = ".tmp"
 
 
-class SegmentError(ValueError):
+class SegmentError(MessageInput):
     """A segment cannot be written; the message names the segment and the missing columns."""
+    subject = "segment"
 
 
 def write_segment(frame: pl.DataFrame, log_dir: str | Path, name: str, schema: Mapping[str, pl.DataType]) -> Path:

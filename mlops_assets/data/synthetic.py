@@ -28,12 +28,15 @@ from datetime import date
 import numpy as np
 import polars as pl
 
+from mlops_assets.errors import MessageInput
+
 
 REGIMES: tuple[str, ...] = ("calm", "volatile", "trending")
 
 
-class SyntheticDataError(ValueError):
+class SyntheticDataError(MessageInput):
     """An argument of the synthetic generator is out of range; the message names it."""
+    subject = "data"
 
 
 @dataclass(frozen=True)

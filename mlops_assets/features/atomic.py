@@ -35,7 +35,7 @@ from typing import Any
 
 import polars as pl
 
-from mlops_assets.errors import InvalidInput, NotFound
+from mlops_assets.errors import InvalidInput, MessageInput, NotFound
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
@@ -44,8 +44,9 @@ class PublicationNotFoundError(FileNotFoundError):
     """Nothing has been published under this name yet; the message says which producer to run."""
 
 
-class PublicationNameError(ValueError):
+class PublicationNameError(MessageInput):
     """A publication name that is not a safe file name (letters, digits, ``_ . -``)."""
+    subject = "name"
 
 
 @dataclass(frozen=True)

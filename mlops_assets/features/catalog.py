@@ -18,6 +18,8 @@ import polars as pl
 from mlops_assets.features.compute import ViewResult
 from mlops_assets.features.views import FeatureView, parse_version, table_name
 
+from mlops_assets.errors import MessageInput
+
 CATALOG_KEY: tuple[str, ...] = ("view", "version", "feature")
 CATALOG_SCHEMA: dict[str, pl.DataType] = {
     "view": pl.String(),
@@ -43,8 +45,9 @@ CATALOG_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
-class CatalogError(ValueError):
+class CatalogError(MessageInput):
     """The catalog cannot answer a question; the message names the view or version."""
+    subject = "catalog"
 
 
 def empty_catalog() -> pl.DataFrame:

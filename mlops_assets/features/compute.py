@@ -30,11 +30,14 @@ import polars as pl
 from mlops_assets.data.schema import ENTITY_KEY, TIME_KEY
 from mlops_assets.features.views import FeatureDef, FeatureView, table_name
 
+from mlops_assets.errors import MessageInput
+
 POSITION = "__position_in_entity"
 
 
-class FeatureComputeError(ValueError):
+class FeatureComputeError(MessageInput):
     """Market data cannot be used to compute a view; the message names the column."""
+    subject = "feature_view"
 
 
 @dataclass(frozen=True)

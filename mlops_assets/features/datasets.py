@@ -23,6 +23,8 @@ import polars as pl
 from mlops_assets.data.schema import ENTITY_KEY, TIME_KEY
 from mlops_assets.features.compute import sort_market_data
 
+from mlops_assets.errors import MessageInput
+
 LABEL = "label"
 FWD_RETURN = "fwd_return"
 SPLIT = "split"
@@ -30,8 +32,9 @@ SPLITS: tuple[str, ...] = ("train", "validation", "test")
 LabelKind = Literal["direction", "return"]
 
 
-class DatasetError(ValueError):
+class DatasetError(MessageInput):
     """The inputs cannot make a dataset; the message names the argument or column."""
+    subject = "dataset"
 
 
 @dataclass(frozen=True)

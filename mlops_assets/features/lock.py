@@ -27,6 +27,8 @@ import polars as pl
 from mlops_assets.features.catalog import latest_versions, schema_from_catalog
 from mlops_assets.features.views import KEY_SCHEMA, FeatureView, parse_version, table_name
 
+from mlops_assets.errors import MessageInput
+
 DEFAULT_LOCK_PATH = Path(__file__).with_name("views.lock.json")
 LOCK_FORMAT = 1
 REGENERATE = "regenerate it with `mlops features lock`"
@@ -51,8 +53,9 @@ class Violation:
         return asdict(self)
 
 
-class LockFileError(ValueError):
+class LockFileError(MessageInput):
     """The lock file exists but cannot be read; the message names the file and the problem."""
+    subject = "lock_file"
 
 
 def check_schema_change(

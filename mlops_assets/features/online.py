@@ -42,6 +42,8 @@ from mlops_assets.features.atomic import (
 )
 from mlops_assets.features.views import FeatureView
 
+from mlops_assets.errors import MessageInput
+
 SNAPSHOT_NAME = "snapshot"
 AS_OF = "as_of"
 
@@ -60,8 +62,9 @@ def online_retention(versions: int = 2, days: float = 30.0) -> Retention:
 DEFAULT_RETENTION = online_retention()  # the settings' defaults
 
 
-class OnlineSnapshotError(ValueError):
+class OnlineSnapshotError(MessageInput):
     """The inputs of the snapshot do not fit together; the message names the view or column."""
+    subject = "snapshot"
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,8 @@ from typing import Literal
 import numpy as np
 import polars as pl
 
+from mlops_assets.errors import MessageInput
+
 PERCENTILES: tuple[tuple[str, float], ...] = (
     ("p01", 0.01), ("p05", 0.05), ("p25", 0.25), ("p75", 0.75), ("p95", 0.95), ("p99", 0.99),
 )
@@ -41,8 +43,9 @@ STATISTICS_SCHEMA: dict[str, pl.DataType] = {
 PARALLEL_MIN_VALUES = 1_000_000  # below this many values threads cost more than they save
 
 
-class StatisticsError(ValueError):
+class StatisticsError(MessageInput):
     """A statistics request names a column that is not there; the message lists the columns."""
+    subject = "statistics"
 
 
 def _check(df: pl.DataFrame, features: Sequence[str]) -> None:

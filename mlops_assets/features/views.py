@@ -29,6 +29,8 @@ import polars as pl
 
 from mlops_assets.data.schema import ENTITY_KEY, TIME_KEY
 
+from mlops_assets.errors import MessageInput
+
 SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
 NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 KEY_SCHEMA: dict[str, str] = {ENTITY_KEY: "String", TIME_KEY: "Date"}
@@ -37,8 +39,9 @@ REGIME_LABELS: tuple[str, ...] = ("low", "mid", "high")
 REGIME_COLUMN = "vol_regime"
 
 
-class FeatureViewError(ValueError):
+class FeatureViewError(MessageInput):
     """A feature view is declared wrongly; the message names the view and the field."""
+    subject = "feature_view"
 
 
 def parse_version(version: str) -> tuple[int, int, int]:

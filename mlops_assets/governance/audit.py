@@ -28,6 +28,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from mlops_assets.errors import MessageInput
+
 try:  # POSIX; elsewhere the anchor is still written atomically, just not serialised
     import fcntl
 except ImportError:  # pragma: no cover - non-POSIX
@@ -36,8 +38,9 @@ except ImportError:  # pragma: no cover - non-POSIX
 GENESIS_HASH = "0" * 64
 
 
-class AuditFormatError(ValueError):
+class AuditFormatError(MessageInput):
     """An audit entry or its details cannot be encoded canonically."""
+    subject = "audit_log"
 
 
 @dataclass(frozen=True)

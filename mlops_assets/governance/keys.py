@@ -24,13 +24,16 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
+from mlops_assets.errors import MessageInput
+
 ENV_AUDIT_KEY = "MLOPS_AUDIT_KEY"
 KEY_BYTES = 32
 MIN_KEY_BYTES = 16
 
 
-class AuditKeyError(ValueError):
+class AuditKeyError(MessageInput):
     """The audit key is missing, too short, malformed or readable by others."""
+    subject = "audit_key"
 
 
 def key_from_env(environ: Mapping[str, str] | None = None) -> bytes | None:

@@ -41,14 +41,17 @@ from mlops_assets.prompts.toxicity import score_toxicity
 from mlops_assets.models.tags import ALIAS_PRODUCTION
 from mlops_assets.settings import use_mlflow_tracking_uri
 
+from mlops_assets.errors import MessageInput
+
 FeatureLookup = Callable[[str], Mapping[str, Any] | None]
 AS_OF_KEYS = ("as_of", "date", "event_timestamp", "timestamp")
 FLAG_TOXIC = "toxic"
 FLAG_UNGROUNDED = "ungrounded_numbers"
 
 
-class LLMWrapperError(ValueError):
+class LLMWrapperError(MessageInput):
     """The wrapper cannot answer: not loaded, misconfigured, or a bad request (see the message)."""
+    subject = "llm"
 
 
 class FeatureNotFoundError(LookupError):

@@ -26,6 +26,8 @@ import polars as pl
 
 from mlops_assets.data import segments
 
+from mlops_assets.errors import MessageInput
+
 SEGMENT_PREFIX = "pred-"
 SHADOW_PREFIX = "shadow-"  # the shadow model's rows (same request ids, variant "shadow"): a sibling stream
 SEGMENT_SUFFIX = ".parquet"
@@ -54,8 +56,9 @@ SEGMENT_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
-class ServedLogError(ValueError):
+class ServedLogError(MessageInput):
     """The prediction log cannot be read; the message names the directory or file."""
+    subject = "prediction_log"
 
 
 def write_segment(frame: pl.DataFrame, log_dir: str | Path, name: str) -> Path:

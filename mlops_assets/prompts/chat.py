@@ -16,12 +16,15 @@ from typing import Any
 
 from mlops_assets.prompts.library import ModelParameters
 
+from mlops_assets.errors import MessageInput
+
 ENV_API_KEY = "OPENAI_API_KEY"
 ENV_BASE_URL = "OPENAI_BASE_URL"
 
 
-class LLMConfigError(ValueError):
+class LLMConfigError(MessageInput):
     """The LLM backend is not configured (names the missing setting)."""
+    subject = "llm"
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,8 @@ import polars as pl
 
 from mlops_assets.data import segments
 
+from mlops_assets.errors import MessageInput
+
 USAGE_SUBDIR = "llm"
 SEGMENT_PREFIX = "usage-"
 SEGMENT_SUFFIX = ".parquet"
@@ -60,8 +62,9 @@ SUMMARY_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
-class UsageLogError(ValueError):
+class UsageLogError(MessageInput):
     """A usage record or segment is invalid; the message names the field or file."""
+    subject = "usage"
 
 
 def usage_log_dir(serving_log_dir: str | Path) -> Path:
