@@ -75,6 +75,7 @@ def evaluation_metadata(result) -> dict[str, object]:
         "report_markdown": dg.MetadataValue.md(report.to_markdown()[:30_000]),
         "vs_baselines": markdown_table(report.comparison),
         "evaluation_seconds": dg.MetadataValue.json(result.seconds),
+        "shadow_on_live_traffic": dg.MetadataValue.json(result.shadow or {"note": "never scored in shadow"}),
     }
     if skill is not None:
         iv, dsr = skill.interval, skill.dsr

@@ -27,6 +27,7 @@ from mlops_assets.evaluation.assess import SINGLE_SPLIT, WALK_FORWARD, SkillAsse
 from mlops_assets.evaluation.report import EvaluationReport, evaluate_version
 from mlops_assets.evaluation.walk_forward import TrainFn, walk_forward_predictions
 from mlops_assets.models import tags as T
+from mlops_assets.monitoring.shadow import shadow_evidence
 
 NON_FEATURES = {"label", "fwd_return"}
 PREDICTION_COLUMNS = ("symbol", "date", "label", "fwd_return", "ret_5d")
@@ -46,6 +47,7 @@ class VersionEvaluation:
     out_dir: Path
     seconds: dict[str, float] = field(default_factory=dict)
     evaluation_gate: str | None = None  # the gate recorded by this evaluation (a version without one), else None
+    shadow: dict | None = None  # live traffic: the version scored in shadow of the champion (monitoring.shadow)
 
     @property
     def skill(self) -> SkillAssessment | None:
@@ -226,6 +228,10 @@ def evaluate_model_version(client: Any, governance: Any, settings: Any, dataset:
         "pbo": skill.pbo.pbo if skill.pbo is not None else None,
         "report_path": str(out_dir), "evaluated_at": dt.datetime.now(dt.UTC), "dagster_run_id": dagster_run_id,
     }], schema_overrides={"pbo": pl.Float64, "evaluated_at": pl.Datetime("us", "UTC")})
+    shadow = shadow_evidence(settings.reports_dir, name, version)
+    if shadow is not None:  # beside the report files, so the evaluation of record carries the live evidence
+        (out_dir / "shadow.json").write_text(json.dumps(shadow, indent=1, default=str))
     return VersionEvaluation(name, version, task_type, report, summary, champion_version, float(drift_share),
                              out_dir, {"skill_assessment": round(skill_seconds, 2),
-                                       "total": round(time.perf_counter() - started, 2)}, evaluation_gate=gate)
+                                       "total": round(time.perf_counter() - started, 2)}, evaluation_gate=gate,
+                             shadow=shadow)

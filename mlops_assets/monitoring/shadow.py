@@ -194,3 +194,15 @@ def read_shadow_report(reports_dir: str | Path, model_name: str) -> dict[str, An
     if not path.exists():
         return None
     return json.loads(path.read_text())
+
+
+def shadow_evidence(reports_dir: str | Path, model_name: str, version: str | int) -> dict[str, Any] | None:
+    """What live traffic says about ``version`` as a shadow of the champion, for the approval checklist
+    and the evaluation report: the latest measured day's comparisons in which it was the shadow
+    (agreement on identical requests, each side's accuracy, McNemar's test once outcomes arrived);
+    None when it was never scored in shadow."""
+    report = read_shadow_report(reports_dir, model_name)
+    if report is None:
+        return None
+    mine = [c for c in report.get("comparisons", []) if str(c.get("shadow_version")) == str(version)]
+    return {"day": report.get("day"), "comparisons": mine} if mine else None

@@ -20,6 +20,7 @@ from mlflow.entities import ViewType
 from mlops_assets.errors import InvalidInput
 from mlops_assets.models import promotion
 from mlops_assets.models.gates import gate_policy
+from mlops_assets.monitoring.shadow import shadow_evidence
 from mlops_assets.models.registry import create_experiment, list_versions
 from serving.auth import Identity, require
 from serving.management.context import ApiContext, ctx
@@ -211,7 +212,7 @@ def get_version(name: str = NAME, version: str = VERSION, c: ApiContext = Depend
     recorded = {gate: r.to_dict() for gate, r in c.store.gate_results(name, version).items()}
     return {**_version(c, v), "name": name, "run": _run(run) if run else None, "decisions": history,
             "deployments": deployments, "gates": gates, "gate_results": recorded, "waivers": waivers,
-            "evaluation": evaluation}
+            "shadow": shadow_evidence(c.settings.reports_dir, name, version), "evaluation": evaluation}
 
 
 @router.post("/models/{name}/{version}/approve", summary="Approve a version for production (approver)")
@@ -226,6 +227,7 @@ def approve(body: DecisionIn | None = None, name: str = NAME, version: str = VER
                                  compliance_required=c.settings.evaluation.compliance_required,
                                  waivers=waivers, policy=gate_policy(c.settings), role=who.role)
     return {"decision": decision.to_dict(), "waivers": decision.waivers or {},
+            "shadow": shadow_evidence(c.settings.reports_dir, name, version),
             "next": "the approval sensor promotes the version after re-checking every gate"}
 
 
