@@ -70,5 +70,5 @@ def test_opening_a_home_does_not_leak_its_tracking_uri_into_later_settings(tmp_p
     first = load_settings(env={"MLOPS_HOME": str(tmp_path / "one")})
     stores.mlflow_client(first)
     assert mlflow.get_tracking_uri() == first.mlflow_tracking_uri  # fluent calls use the opened home
-    second = load_settings(env={"MLOPS_HOME": str(tmp_path / "two"), **os.environ})
+    second = load_settings(env={**os.environ, "MLOPS_HOME": str(tmp_path / "two")})
     assert second.mlflow_tracking_uri == f"sqlite:///{tmp_path / 'two' / 'mlflow.db'}"

@@ -155,6 +155,10 @@ def test_logged_chain_loads_refreshes_and_never_stores_the_key(
     stored += "".join(p.read_text(errors="ignore") for p in Path(local).rglob("*") if p.is_file())
     artifacts = Path(registry["artifacts"]).rglob("*")
     stored += "".join(p.read_text(errors="ignore") for p in artifacts if p.is_file())
+    # the logged model's own files (MLflow 3 keeps them with the logged model, wherever its experiment puts them)
+    logged_model = client.get_logged_model(version.model_id or version.source.removeprefix("models:/"))
+    model_files = mlflow.artifacts.download_artifacts(artifact_uri=logged_model.artifact_location)
+    stored += "".join(p.read_text(errors="ignore") for p in Path(model_files).rglob("*") if p.is_file())
     assert "set_model(LLMChainModel())" in stored and "toxicity_threshold: 0.4" in stored  # we read it all
     assert FAKE_API_KEY not in stored
 

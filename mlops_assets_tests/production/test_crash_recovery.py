@@ -194,7 +194,7 @@ def test_run_killed_while_queued_blocks_the_pool_until_doctor_repairs_it(site: S
         wait_until(lambda: _claims(instance, "pending", second_id), timeout=60, what="the second run to queue")
         GATES["first"].set()  # the slot goes to the oldest queued step: the dead run's, which never takes it
         first.join(timeout=60)
-        wait_until(lambda: _claims(instance, "assigned", dead), timeout=30, what="the slot assigned to the dead run")
+        wait_until(lambda: _claims(instance, "assigned", dead), timeout=90, what="the slot assigned to the dead run")
         assert _status(instance, first_id) == dg.DagsterRunStatus.SUCCESS
         _dagster_monitoring_leaves_it(instance, dead)
         time.sleep(2.0)

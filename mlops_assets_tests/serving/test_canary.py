@@ -123,7 +123,8 @@ def test_a_constant_canary_is_rolled_back_automatically_and_no_request_fails(wor
         with Load(inference.url) as load:
             wait_until(lambda: len(load.results) >= 30)
             started = _start_canary(api.url, "canary_bad", broken)
-            assert started["canary"]["state"] == "running" and started["canary"]["share"] == 0.3
+            # the monitor checks every 0.5 s here: it may have rolled the canary back before the answer was built
+            assert started["canary"]["state"] in ("running", "rolled_back") and started["canary"]["share"] == 0.3
             wait_until(lambda: any(v == "canary" for _, v, _ in load.results), timeout=30)
             wait_until(lambda: P.alias_target(client, "canary_bad", "canary") is None, timeout=60)
             rolled_back_at = len(load.results)
