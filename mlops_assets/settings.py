@@ -178,14 +178,13 @@ class ServingSettings(_Section):
     def _one_log_writer(cls, v: str | None) -> str | None:
         if v is None:
             return v
-        if v == "process":
-            warnings.warn("serving.log_writer is deprecated and has no effect: every inference worker writes "
-                          "its prediction log through a writer process; remove the key", FutureWarning,
-                          stacklevel=2)
+        if v in ("process", "thread"):  # one release of grace: 'thread' now runs the writer process too
+            warnings.warn(f"serving.log_writer is deprecated and has no effect ({v!r} included: the thread mode "
+                          "was removed): every inference worker writes its prediction log through a writer "
+                          "process; remove the key, which goes in the next release", FutureWarning, stacklevel=2)
             return v
-        raise ValueError(f"{v!r} is no longer a prediction-log writer (the 'thread' mode was removed): every "
-                         "inference worker writes through its writer process; remove serving.log_writer "
-                         "from the configuration")
+        raise ValueError(f"{v!r} is not a prediction-log writer: every inference worker writes through its "
+                         "writer process; remove serving.log_writer from the configuration")
 
 
 class LLMSettings(_Section):

@@ -206,7 +206,7 @@ def test_bad_log_settings_are_named_errors(tmp_path: Path) -> None:
         PredictionLog(tmp_path, writer="thread")
 
 
-def test_the_log_writer_setting_accepts_process_with_a_note_and_refuses_thread(tmp_path: Path) -> None:
+def test_the_log_writer_setting_is_deprecated_with_a_note_and_refuses_unknown_values(tmp_path: Path) -> None:
     from mlops_assets.settings import SettingsError, load_settings
 
     def settings_with(serving: dict):
@@ -216,8 +216,10 @@ def test_the_log_writer_setting_accepts_process_with_a_note_and_refuses_thread(t
 
     with pytest.warns(FutureWarning, match="serving.log_writer is deprecated"):
         assert settings_with({"log_writer": "process"}).serving.log_writer == "process"
-    with pytest.raises(SettingsError, match=r"serving\.log_writer: .*'thread'.*remove serving\.log_writer"):
-        settings_with({"log_writer": "thread"})
+    with pytest.warns(FutureWarning, match="thread mode was removed"):  # one release of grace, same design
+        assert settings_with({"log_writer": "thread"}).serving.log_writer == "thread"
+    with pytest.raises(SettingsError, match=r"serving\.log_writer: .*'fibre'.*remove serving\.log_writer"):
+        settings_with({"log_writer": "fibre"})
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no note when the key is absent
         assert settings_with({}).serving.log_writer is None
@@ -231,3 +233,14 @@ def test_the_writer_process_imports_stay_light() -> None:
             "print(sorted(m for m in ('scipy', 'pandas', 'sklearn', 'torch') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_management_apps_previous_module_name_still_serves_it_with_a_note() -> None:
+    import importlib
+
+    import serving.management.main as management
+
+    with pytest.warns(FutureWarning, match="serving.management.main:app"):
+        old = importlib.reload(importlib.import_module("serving.api")) if "serving.api" in sys.modules \
+            else importlib.import_module("serving.api")
+    assert old.app is management.app
