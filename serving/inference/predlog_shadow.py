@@ -105,6 +105,10 @@ class ShadowScorer:
         if self._client is None:
             from mlflow import MlflowClient
 
+            from mlops_assets.settings import use_mlflow_tracking_uri
+
+            # the model load itself (load_wrapper) reads the process-wide tracking URI: this process's own
+            use_mlflow_tracking_uri(cfg.tracking_uri)
             self._client = MlflowClient(tracking_uri=cfg.tracking_uri, registry_uri=cfg.tracking_uri)
         try:
             version = self._client.get_model_version_by_alias(cfg.model_name, cfg.alias)
