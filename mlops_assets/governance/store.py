@@ -48,7 +48,7 @@ from mlops_assets.governance.audit import (
     verify_entries,
     write_anchor,
 )
-from mlops_assets.governance.decisions import DecisionRepository
+from mlops_assets.governance.decisions import DecisionRepository, text_arg
 from mlops_assets.governance.drift_events import DriftEventRepository
 from mlops_assets.governance.gate_records import GateRepository
 from mlops_assets.governance.records import SUBJECT_KINDS, GovernanceError
@@ -65,12 +65,6 @@ T = TypeVar("T")
 _PG_LOCK_ID = 0x6D6C6F7073  # "mlops": one advisory lock for every governance write
 _WRITE_OPTION = "mlops_governance_write"
 
-
-def _text(value: Any, field: str) -> str:
-    out = "" if value is None else str(value).strip()
-    if not out:
-        raise GovernanceError(f"{field} must be a non-empty string", field=field)
-    return out
 
 
 def _kind(kind: str) -> str:
@@ -172,9 +166,9 @@ class GovernanceStore(DecisionRepository, GateRepository, DriftEventRepository):
         head = session.execute(last).first()
         try:
             entry = seal_entry(self._key, seq=head.seq + 1 if head else 1, ts=datetime.now(UTC),
-                               actor=_text(actor, "actor"), action=_text(action, "action"),
-                               subject_kind=_text(subject_kind, "subject_kind"),
-                               subject_id=_text(subject_id, "subject_id"), details=details,
+                               actor=text_arg(actor, "actor"), action=text_arg(action, "action"),
+                               subject_kind=text_arg(subject_kind, "subject_kind"),
+                               subject_id=text_arg(subject_id, "subject_id"), details=details,
                                prev_hash=head.hash if head else GENESIS_HASH)
         except AuditFormatError as exc:
             raise GovernanceError(str(exc), field="details") from exc
@@ -275,7 +269,7 @@ class GovernanceStore(DecisionRepository, GateRepository, DriftEventRepository):
         if not chain.ok and chain.first_bad_seq is not None:
             raise GovernanceError(f"the audit chain does not verify ({chain.reason}); restore the store "
                                   "before sealing legacy rows", field="audit")
-        reason = _text(reason, "reason")
+        reason = text_arg(reason, "reason")
 
         def work(s: Session) -> int:
             count = 0
@@ -309,6 +303,6 @@ class GovernanceStore(DecisionRepository, GateRepository, DriftEventRepository):
     def reset_anchor(self, actor: str, reason: str) -> AuditEntry:
         """Re-anchor at the current head (after restoring the database from a backup); audited."""
         entry = self.append_audit(actor, "audit.anchor_reset", "audit", "anchor",
-                                  {"reason": _text(reason, "reason")})
+                                  {"reason": text_arg(reason, "reason")})
         self._write_anchor(entry.seq, entry.hash, force=True)
         return entry
