@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from mlops_assets.monitoring.served import read_closed_segments
-from mlops_assets.settings import PROJECT_ROOT, load_settings
+from mlops_assets.settings import ENV_VARS, PROJECT_ROOT, load_settings
 from mlops_assets_tests.serving.conftest import World, copy_version, free_port, wait_ready, wait_until
 
 pytestmark = pytest.mark.xdist_group("serving")
@@ -26,7 +26,9 @@ POLL = 0.5
 
 
 def _start(args: list[str], config: Path, tmp_path: Path, name: str) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MLOPS_HOME")}
+    # the config file is the one source: no setting inherited from this process's environment (another
+    # test's MLFLOW_TRACKING_URI, the Makefile's MLOPS_HOME) may override it
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", *ENV_VARS)}
     env.update(MLOPS_CONFIG=str(config), PROMETHEUS_MULTIPROC_DIR=str(tmp_path / f"prom-{name}"))
     (tmp_path / f"prom-{name}").mkdir()
     return subprocess.Popen([sys.executable, "-m", "uvicorn", *args], cwd=PROJECT_ROOT, env=env,

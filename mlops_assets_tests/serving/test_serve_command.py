@@ -15,14 +15,16 @@ import httpx
 import pytest
 
 from mlops_assets.monitoring.served import read_closed_segments
-from mlops_assets.settings import PROJECT_ROOT, load_settings
+from mlops_assets.settings import ENV_VARS, PROJECT_ROOT, load_settings
 from mlops_assets_tests.serving.conftest import World, copy_version, free_port, wait_ready, wait_until
 
 pytestmark = pytest.mark.xdist_group("serving")
 
 
 def _serve(config: Path, tmp_path: Path, *args: str) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if k not in ("MLOPS_HOME", "PROMETHEUS_MULTIPROC_DIR")}
+    # the config file is the one source: no setting inherited from this process's environment (another
+    # test's MLFLOW_TRACKING_URI, the Makefile's MLOPS_HOME) may override it
+    env = {k: v for k, v in os.environ.items() if k not in ("PROMETHEUS_MULTIPROC_DIR", *ENV_VARS)}
     env["MLOPS_CONFIG"] = str(config)
     return subprocess.Popen([sys.executable, "-m", "mlops_assets.cli", "serve", *args], cwd=PROJECT_ROOT,
                             env=env, stdout=(tmp_path / "serve.out").open("wb"),
