@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from mlops_assets.prompts.registry import set_production_alias, sync_prompt
+from mlops_assets.settings import Settings
 from mlops_assets.prompts.library import load_library
 from mlops_assets.llm.chain import format_number
 from mlops_assets.llm.registry import log_llm_model
@@ -19,6 +20,27 @@ from mlops_assets_tests.serving.conftest import KEYS, ThreadedServer, World, wai
 
 pytest_plugins = ["mlops_assets_tests.conftest_llm"]
 pytestmark = pytest.mark.xdist_group("serving")
+
+
+def serving_chain(world: World, tmp_path: Path, fake_openai, monkeypatch: pytest.MonkeyPatch,
+                  request: pytest.FixtureRequest) -> Settings:
+    """Settings of a home whose inference app serves the LLM chain: the OpenAI-compatible fake as the
+    provider, market_narrative approved and in production, a snapshot, the chain behind `production`
+    (removed again when the test ends)."""
+    monkeypatch.setenv("OPENAI_API_KEY", FAKE_API_KEY)
+    monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
+    uri = world.settings.mlflow_tracking_uri
+    template = {t.id: t for t in load_library(PROJECT_ROOT / "prompts")}["market_narrative"]
+    name, prompt_version, _ = sync_prompt(uri, template, "APPROVED")
+    set_production_alias(uri, name, prompt_version)
+    settings = world.settings_for(tmp_path / "home")
+    world.write_snapshot(settings.online_dir)
+    chain = log_llm_model(uri, settings.llm.llm_model_name, "market_narrative", challenger_alias=None,
+                          artifact_location=str(settings.artifacts_dir))
+    world.client().set_registered_model_alias(settings.llm.llm_model_name, "production", chain.version)
+    request.addfinalizer(lambda: world.client().delete_registered_model_alias(settings.llm.llm_model_name,
+                                                                             "production"))
+    return settings
 
 
 def test_invoke_answers_through_the_registered_chain(world: World, tmp_path: Path, fake_openai,
@@ -78,19 +100,7 @@ def test_request_features_are_checked_and_need_an_approver_key(world: World, tmp
     the provider."""
     from serving.inference.main import create_app
 
-    monkeypatch.setenv("OPENAI_API_KEY", FAKE_API_KEY)
-    monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
-    uri = world.settings.mlflow_tracking_uri
-    template = {t.id: t for t in load_library(PROJECT_ROOT / "prompts")}["market_narrative"]
-    name, prompt_version, _ = sync_prompt(uri, template, "APPROVED")
-    set_production_alias(uri, name, prompt_version)
-    settings = world.settings_for(tmp_path / "home")
-    world.write_snapshot(settings.online_dir)
-    chain = log_llm_model(uri, settings.llm.llm_model_name, "market_narrative", challenger_alias=None,
-                          artifact_location=str(settings.artifacts_dir))
-    world.client().set_registered_model_alias(settings.llm.llm_model_name, "production", chain.version)
-    request.addfinalizer(lambda: world.client().delete_registered_model_alias(settings.llm.llm_model_name,
-                                                                             "production"))
+    settings = serving_chain(world, tmp_path, fake_openai, monkeypatch, request)
     viewer = {"X-API-Key": next(k for k, v in KEYS.items() if v["role"] == "viewer")}
     approver = {"Authorization": "Bearer " + next(k for k, v in KEYS.items() if v["role"] == "approver")}
     with ThreadedServer(create_app(settings)) as server:

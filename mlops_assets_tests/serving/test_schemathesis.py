@@ -19,11 +19,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mlops_assets.prompts.registry import set_production_alias, sync_prompt
-from mlops_assets.prompts.library import load_library
-from mlops_assets.llm.registry import log_llm_model
-from mlops_assets.settings import PROJECT_ROOT
-from mlops_assets_tests.fake_openai import FAKE_API_KEY
 from mlops_assets_tests.serving.conftest import (
     KEYS,
     FakeDagster,
@@ -33,6 +28,8 @@ from mlops_assets_tests.serving.conftest import (
     wait_ready,
     wait_until,
 )
+
+from mlops_assets_tests.serving.test_invoke import serving_chain
 
 pytest_plugins = ["mlops_assets_tests.conftest_llm"]
 pytestmark = pytest.mark.xdist_group("serving")
@@ -72,19 +69,7 @@ def test_inference_app_conforms_to_its_document(world: World, tmp_path: Path, fa
                                                 request: pytest.FixtureRequest) -> None:
     from serving.inference.main import create_app
 
-    monkeypatch.setenv("OPENAI_API_KEY", FAKE_API_KEY)
-    monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
-    uri = world.settings.mlflow_tracking_uri
-    template = {t.id: t for t in load_library(PROJECT_ROOT / "prompts")}["market_narrative"]
-    name, prompt_version, _ = sync_prompt(uri, template, "APPROVED")
-    set_production_alias(uri, name, prompt_version)
-    settings = world.settings_for(tmp_path / "home")
-    world.write_snapshot(settings.online_dir)
-    chain = log_llm_model(uri, settings.llm.llm_model_name, "market_narrative", challenger_alias=None,
-                          artifact_location=str(settings.artifacts_dir))
-    world.client().set_registered_model_alias(settings.llm.llm_model_name, "production", chain.version)
-    request.addfinalizer(lambda: world.client().delete_registered_model_alias(settings.llm.llm_model_name,
-                                                                             "production"))
+    settings = serving_chain(world, tmp_path, fake_openai, monkeypatch, request)
     with ThreadedServer(create_app(settings)) as server:
         wait_ready(server.url)
         wait_until(lambda: httpx.get(f"{server.url}/ready").json()["llm"], timeout=60)
