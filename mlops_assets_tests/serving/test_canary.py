@@ -127,10 +127,13 @@ def test_a_constant_canary_is_rolled_back_automatically_and_no_request_fails(wor
             assert started["canary"]["state"] in ("running", "rolled_back") and started["canary"]["share"] == 0.3
             wait_until(lambda: any(v == "canary" for _, v, _ in load.results), timeout=30)
             wait_until(lambda: P.alias_target(client, "canary_bad", "canary") is None, timeout=60)
-            rolled_back_at = len(load.results)
-            # the workers stop routing at their next poll: then only the champion answers
-            wait_until(lambda: len(load.results) >= rolled_back_at + 200, timeout=60)
-            tail = load.results[-100:]
+            # the server stops routing at its next registry poll; once /ready shows no canary, only requests
+            # already in flight (one per client) may still carry the canary's answer
+            wait_until(lambda: httpx.get(f"{inference.url}/ready", timeout=5).json().get("canary") is None,
+                       timeout=60)
+            after = len(load.results) + len(load.threads)
+            wait_until(lambda: len(load.results) >= after + 100, timeout=60)
+            tail = load.results[after:]
         status = httpx.get(f"{api.url}/api/v1/ml/lifecycle/models/canary_bad/canary", timeout=30).json()
 
     statuses = {s for s, _, _ in load.results}
