@@ -31,7 +31,8 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mlops_assets.monitoring.calibrated import CalibrationParams, build_profile, calibrated_drift
+from mlops_assets.monitoring.calibrated import calibrated_drift
+from mlops_assets.monitoring.calibrated_profile import CalibrationParams, build_profile
 from mlops_assets.monitoring.verdict import drift_verdict
 
 WINDOW = 60

@@ -22,14 +22,9 @@ from typing import Any, Literal
 import polars as pl
 
 from mlops_assets.errors import InvalidInput
-from mlops_assets.monitoring.calibrated import (
-    CalibratedResult,
-    CalibrationParams,
-    _as_polars,
-    cached_profile,
-    calibrated_drift,
-    window_length,
-)
+from mlops_assets.monitoring.calibrated import CalibratedResult, calibrated_drift, window_length
+from mlops_assets.monitoring.calibrated_cache import cached_profile
+from mlops_assets.monitoring.calibrated_profile import CalibrationParams, _as_polars
 from mlops_assets.monitoring.columns import Frame, resolve_column_types
 from mlops_assets.monitoring.drift import DriftResult, _window, fast_drift
 

@@ -11,7 +11,8 @@ import polars as pl
 import pytest
 
 from mlops_assets.errors import InvalidInput
-from mlops_assets.monitoring.calibrated import CalibrationParams, build_profile, calibrated_drift
+from mlops_assets.monitoring.calibrated import calibrated_drift
+from mlops_assets.monitoring.calibrated_profile import CalibrationParams, build_profile
 from mlops_assets.monitoring.verdict import drift_verdict
 
 WINDOW = 60
