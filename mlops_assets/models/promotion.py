@@ -30,13 +30,15 @@ Rules decided here:
   it has no decision yet.
 * ``approve`` may carry waivers (``{check: reason}``) for failing non-critical checks; a waiver
   needs the approver role or above when a role is given, and a critical check refuses, named.
+
+What a version's record holds and what is derived from it (the trust problems, the approval
+checklist, the deployment evidence) is read in ``version_record``; this module acts on it.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import replace
 from typing import Any
 
 from mlflow import MlflowClient
@@ -53,11 +55,20 @@ from mlops_assets.governance.records import (
 from mlops_assets.governance.store import GovernanceStore
 from mlops_assets.models import gates as G
 from mlops_assets.models import tags as T
+from mlops_assets.models.version_record import (
+    NOT_FOUND,
+    VersionRecord,
+    evidence,
+    gate_reasons,
+    mirror_tags,
+    policy_in_force,
+    reviewer_checklist,
+    version_tags,
+)
 
 log = logging.getLogger(__name__)
 
 GATES = ("evaluation", "approval")
-_NOT_FOUND = "RESOURCE_DOES_NOT_EXIST"
 
 
 class PromotionRefused(GovernanceError):
@@ -74,84 +85,28 @@ class PromotionRefused(GovernanceError):
 # --- reading the registry and the record ----------------------------------------------------
 
 
-def _version_tags(client: MlflowClient, name: str, version: str) -> dict[str, str] | None:
-    """The version's tags, or ``None`` if the model or version does not exist."""
-    try:
-        return dict(client.get_model_version(name, version).tags or {})
-    except MlflowException as exc:
-        if exc.error_code == _NOT_FOUND:
-            return None
-        raise
-
-
 def alias_target(client: MlflowClient, name: str, alias: str) -> str | None:
     """The version ``alias`` points at, or ``None``."""
     try:
         target = client.get_registered_model(name).aliases.get(alias)
     except MlflowException as exc:
-        if exc.error_code == _NOT_FOUND:
+        if exc.error_code == NOT_FOUND:
             return None
         raise
     return None if target is None else str(target)
 
 
-def _policy(policy: G.GatePolicy | None, compliance_required: bool) -> G.GatePolicy:
-    return replace(policy or G.GatePolicy(), compliance_required=bool(compliance_required))
-
-
-class _Record:
-    """Everything the store records about one version, read once, with what makes it untrustworthy."""
-
-    def __init__(self, client: MlflowClient, store: GovernanceStore, action: str, name: str, version: str) -> None:
-        tags = _version_tags(client, name, version)
-        if tags is None:
-            raise PromotionRefused(action, name, version, ["the version does not exist in the registry"])
-        self.tags = tags
-        self.decision = store.latest_decision("model", name, version)
-        self.registration = store.registration(name, version)
-        self.gates = store.gate_results(name, version)
-        self.integrity = store.subject_problems("model", name, version)
-        self.differences = G.mirror_differences(tags, self.gates, self.decision, self.registration)
-
-    @property
-    def waivers(self) -> dict[str, str]:
-        d = self.decision
-        return dict(d.waivers or {}) if d is not None and d.state is DecisionState.APPROVED else {}
-
-    def untrusted(self) -> list[str]:
-        return ([f"the governance store does not verify: {p}" for p in self.integrity]
-                + [f"{d} (tags are a mirror; the record wins)" for d in self.differences])
-
-    def retired(self) -> list[str]:
-        d = self.decision
-        if d is None:
-            return []
-        if d.state is DecisionState.ARCHIVED:
-            return ["the version is archived"]
-        if d.state is DecisionState.REJECTED:
-            return [f"the version was rejected{f' ({d.comment})' if d.comment else ''}"]
-        return []
-
-    def approval_reasons(self) -> list[str]:
-        d, reg = self.decision, self.registration
-        reasons = []
-        if d is None or d.state is not DecisionState.APPROVED:
-            reasons.append(f"not approved in the governance store (state: {d.state.value if d else 'no decision'})")
-        if reg is None:
-            reasons.append("the governance store records no registerer, so the four-eyes rule cannot be checked")
-        elif d is not None and d.state is DecisionState.APPROVED and \
-                normalize_identity(d.actor) == reg.registered_by:
-            reasons.append(f"approved by its own registerer {reg.registered_by!r} (as {d.actor!r})")
-        return reasons
-
-
-def _mirror(client: MlflowClient, name: str, version: str, values: Mapping[str, str | None]) -> None:
-    """Mirror decisions to version tags (``None`` deletes); the store stays the source of truth."""
-    G._set_tags(client, name, version, values)
+def _record(client: MlflowClient, store: GovernanceStore, action: str, name: str,
+            version: str) -> VersionRecord:
+    """The version's record; ``PromotionRefused`` when the registry has no such version."""
+    record = VersionRecord.read(client, store, name, version)
+    if record is None:
+        raise PromotionRefused(action, name, version, ["the version does not exist in the registry"])
+    return record
 
 
 def _require_tags(client: MlflowClient, action: str, name: str, version: str) -> dict[str, str]:
-    tags = _version_tags(client, name, version)
+    tags = version_tags(client, name, version)
     if tags is None:
         raise PromotionRefused(action, name, version, ["the version does not exist in the registry"])
     return tags
@@ -160,37 +115,19 @@ def _require_tags(client: MlflowClient, action: str, name: str, version: str) ->
 # --- approvals -----------------------------------------------------------------------------
 
 
-def _checklist(record: _Record, review: G.GateReview, reviewer: str, compliance_required: bool) -> dict[str, bool]:
-    state = record.decision.state if record.decision else None
-    checklist = {
-        "version_exists": True,
-        "not_archived": state is not DecisionState.ARCHIVED,
-        "not_rejected": state is not DecisionState.REJECTED,
-        "evaluation_passed": G.gate_cleared(review, G.GATE_EVALUATION),
-    }
-    if compliance_required:
-        checklist["compliance_passed"] = G.gate_cleared(review, G.GATE_COMPLIANCE)
-    reg = record.registration
-    checklist["reviewer_is_not_registerer"] = reg is not None and normalize_identity(reviewer) != reg.registered_by
-    checklist["record_verified"] = not record.integrity
-    checklist["mirror_matches_record"] = not record.differences
-    return checklist
-
-
 def approval_checklist(client: MlflowClient, store: GovernanceStore, name: str, version: str | int,
                        reviewer: str, *, compliance_required: bool, policy: G.GatePolicy | None = None,
                        waivers: Mapping[str, str] | None = None) -> dict[str, bool]:
     """What a reviewer's approval depends on, read from the store; every item must be true."""
     version = str(version)
-    try:
-        record = _Record(client, store, "check", name, version)
-    except PromotionRefused:
+    record = VersionRecord.read(client, store, name, version)
+    if record is None:
         return {"version_exists": False, "not_archived": False, "not_rejected": False,
                 "evaluation_passed": False, **({"compliance_passed": False} if compliance_required else {}),
                 "reviewer_is_not_registerer": False}
-    review = G.review_gates(record.gates, _policy(policy, compliance_required),
+    review = G.review_gates(record.gates, policy_in_force(policy, compliance_required),
                             waivers=waivers if waivers is not None else record.waivers)
-    return _checklist(record, review, reviewer, compliance_required)
+    return reviewer_checklist(record, review, reviewer, compliance_required)
 
 
 def waivers_of(store: GovernanceStore, name: str, version: str | int) -> dict[str, Any]:
@@ -210,8 +147,8 @@ def submit_for_review(client: MlflowClient, store: GovernanceStore, name: str, v
     decision = store.submit("model", name, version, actor=actor, comment=comment)
     evaluation = store.gate_results(name, version).get(G.GATE_EVALUATION)
     still_failed = evaluation is not None and not evaluation.passed
-    _mirror(client, name, version, {T.TAG_APPROVAL_STATE: DecisionState.IN_REVIEW.value,
-                                    **({} if still_failed else {T.TAG_REJECTED: None, T.TAG_REJECTED_REASON: None})})
+    mirror_tags(client, name, version, {T.TAG_APPROVAL_STATE: DecisionState.IN_REVIEW.value,
+                                        **({} if still_failed else {T.TAG_REJECTED: None, T.TAG_REJECTED_REASON: None})})
     return decision
 
 
@@ -244,12 +181,12 @@ def approve(client: MlflowClient, store: GovernanceStore, name: str, version: st
     role, where the caller has one) must be approver or above to waive.
     """
     version, waivers = str(version), {str(k).strip(): v for k, v in (waivers or {}).items()}
-    policy = _policy(policy, compliance_required)
-    record = _Record(client, store, "approve", name, version)
+    policy = policy_in_force(policy, compliance_required)
+    record = _record(client, store, "approve", name, version)
     review = G.review_gates(record.gates, policy, waivers=waivers)
     if waivers:
         _check_waivers("approve", name, version, waivers, review, policy, role)
-    checklist = _checklist(record, review, reviewer, compliance_required)
+    checklist = reviewer_checklist(record, review, reviewer, compliance_required)
     failed = [item for item, ok in checklist.items() if not ok]
     if failed:
         raise PromotionRefused("approve", name, version, [f"checklist item failed: {item}" for item in failed]
@@ -259,7 +196,7 @@ def approve(client: MlflowClient, store: GovernanceStore, name: str, version: st
     mirror = {T.TAG_APPROVAL_STATE: DecisionState.APPROVED.value, T.TAG_APPROVED_BY: reviewer}
     if waivers:
         mirror[T.TAG_APPROVAL_WAIVERS] = ", ".join(sorted(waivers))
-    _mirror(client, name, version, mirror)
+    mirror_tags(client, name, version, mirror)
     return decision
 
 
@@ -269,8 +206,8 @@ def reject(client: MlflowClient, store: GovernanceStore, name: str, version: str
     version = str(version)
     _require_tags(client, "reject", name, version)
     decision = store.reject("model", name, version, actor=reviewer, comment=reason)
-    _mirror(client, name, version, {T.TAG_APPROVAL_STATE: DecisionState.REJECTED.value,
-                                    T.TAG_REJECTED: "true", T.TAG_REJECTED_REASON: reason[:5000]})
+    mirror_tags(client, name, version, {T.TAG_APPROVAL_STATE: DecisionState.REJECTED.value,
+                                        T.TAG_REJECTED: "true", T.TAG_REJECTED_REASON: reason[:5000]})
     return decision
 
 
@@ -303,23 +240,6 @@ def _already_serving(store: GovernanceStore, name: str, alias: str, version: str
     return last[0] if last and last[0].version == version else None
 
 
-def _evidence(record: _Record, review: G.GateReview, approval: bool) -> dict[str, Any]:
-    """The deployment checklist: the values that were checked, never a literal ``True``."""
-    out: dict[str, Any] = {"gates": review.evidence, "waivers": review.waived,
-                           "mirror_checked": sorted(G.expected_mirror(record.gates, record.decision,
-                                                                      record.registration))}
-    d, reg = record.decision, record.registration
-    if approval and d is not None:
-        out["approval"] = {"decision_id": d.id, "state": d.state.value, "approved_by": d.actor,
-                           "registered_by": reg.registered_by if reg else None}
-    return out
-
-
-def _gate_reasons(record: _Record, policy: G.GatePolicy, evaluation: bool) -> tuple[list[str], G.GateReview]:
-    review = G.review_gates(record.gates, policy, evaluation=evaluation, waivers=record.waivers)
-    return record.untrusted() + record.retired() + review.reasons, review
-
-
 def promote(client: MlflowClient, store: GovernanceStore, name: str, version: str | int,
             alias: str = T.ALIAS_PRODUCTION, *, actor: str, reason: str | None = None,
             require: Iterable[str] = GATES, compliance_required: bool,
@@ -344,8 +264,9 @@ def promote(client: MlflowClient, store: GovernanceStore, name: str, version: st
         raise GovernanceError(f"promotion to {alias!r} always requires {GATES}; got {require}",
                               field="require")
     action = f"promote to {alias!r}"
-    record = _Record(client, store, action, name, version)
-    reasons, review = _gate_reasons(record, _policy(policy, compliance_required), "evaluation" in require)
+    record = _record(client, store, action, name, version)
+    reasons, review = gate_reasons(record, policy_in_force(policy, compliance_required),
+                                   "evaluation" in require)
     if "approval" in require:
         reasons += record.approval_reasons()
     if reasons:
@@ -357,13 +278,13 @@ def promote(client: MlflowClient, store: GovernanceStore, name: str, version: st
         if consume:
             store.mark_promoted("model", name, version, actor=actor)
         return done
-    checklist = {**dict(details or {}), **_evidence(record, review, "approval" in require)}
+    checklist = {**dict(details or {}), **evidence(record, review, "approval" in require)}
     deployment = _move_alias(client, store, name=name, alias=alias, version=version, previous=previous,
                              actor=actor, reason=reason, checklist=checklist,
                              kind="promotion", consume_approval=consume)
     if decision is not None and "approval" in require:
-        _mirror(client, name, version,
-                {T.TAG_APPROVAL_STATE: decision.state.value, T.TAG_APPROVED_BY: decision.actor})
+        mirror_tags(client, name, version,
+                    {T.TAG_APPROVAL_STATE: decision.state.value, T.TAG_APPROVED_BY: decision.actor})
     return deployment
 
 
@@ -375,8 +296,8 @@ def rollback(client: MlflowClient, store: GovernanceStore, name: str, to_version
     if not reason or not reason.strip():
         raise GovernanceError("a rollback needs a reason (what went wrong)", field="reason")
     action = f"roll back {alias!r} to"
-    record = _Record(client, store, action, name, version)
-    reasons, review = _gate_reasons(record, _policy(policy, compliance_required), True)
+    record = _record(client, store, action, name, version)
+    reasons, review = gate_reasons(record, policy_in_force(policy, compliance_required), True)
     previous = alias_target(client, name, alias)
     if previous == version:
         reasons.append(f"alias {alias!r} already points at version {version}")
@@ -384,7 +305,7 @@ def rollback(client: MlflowClient, store: GovernanceStore, name: str, to_version
         reasons.append(f"version {version} was never deployed to {alias!r}; promote it instead")
     if reasons:
         raise PromotionRefused(action, name, version, reasons)
-    checklist = {**_evidence(record, review, False), "previously_deployed_to": alias}
+    checklist = {**evidence(record, review, False), "previously_deployed_to": alias}
     return _move_alias(client, store, name=name, alias=alias, version=version, previous=previous, actor=actor,
                        reason=reason, checklist=checklist, kind="rollback", consume_approval=False)
 
@@ -435,8 +356,8 @@ def archive(client: MlflowClient, store: GovernanceStore, name: str, version: st
         client.delete_registered_model_alias(name, alias)
         store.append_audit(actor, "alias.removed", "model", f"{name}/{version}",
                            {"alias": alias, "why": "archived"})
-    _mirror(client, name, version,
-            {T.TAG_ARCHIVED: "true", T.TAG_APPROVAL_STATE: DecisionState.ARCHIVED.value})
+    mirror_tags(client, name, version,
+                {T.TAG_ARCHIVED: "true", T.TAG_APPROVAL_STATE: DecisionState.ARCHIVED.value})
     return decision
 
 
@@ -454,8 +375,8 @@ def set_gate_alias(client: MlflowClient, store: GovernanceStore, name: str, vers
         raise GovernanceError(f"set_gate_alias does not move {alias!r}; use promote() (needs approval)",
                               field="alias")
     action = f"set {alias!r} on"
-    record = _Record(client, store, action, name, version)
-    reasons, review = _gate_reasons(record, _policy(policy, compliance_required), True)
+    record = _record(client, store, action, name, version)
+    reasons, review = gate_reasons(record, policy_in_force(policy, compliance_required), True)
     if reasons:
         raise PromotionRefused(action, name, version, reasons)
     previous = alias_target(client, name, alias)
@@ -463,7 +384,7 @@ def set_gate_alias(client: MlflowClient, store: GovernanceStore, name: str, vers
     if deployment is None:
         deployment = _move_alias(client, store, name=name, alias=alias, version=version, previous=previous,
                                  actor=actor, reason="passed the automated gate",
-                                 checklist=_evidence(record, review, False), kind="promotion",
+                                 checklist=evidence(record, review, False), kind="promotion",
                                  consume_approval=False)
     if submit and record.decision is None:
         submit_for_review(client, store, name, version, actor=actor, comment=f"passed the gate to {alias!r}")
