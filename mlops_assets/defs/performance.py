@@ -83,6 +83,8 @@ def _window(platform: PlatformResource, first: dt.date, last: dt.date) -> pl.Dat
     ),
 )
 def live_performance(context: dg.AssetExecutionContext, platform: PlatformResource) -> dg.Output[pl.DataFrame]:
+    from mlops_assets.monitoring import live_metrics as M
+    from mlops_assets.monitoring import live_outcomes as O
     from mlops_assets.monitoring import performance as P
 
     s, day = platform.settings, dt.date.fromisoformat(context.partition_key)
@@ -91,25 +93,25 @@ def live_performance(context: dg.AssetExecutionContext, platform: PlatformResour
     served = _served_rows(platform, start, start + dt.timedelta(days=1))
     symbols = sorted(set(served["entity"].to_list())) if "entity" in served.columns else []
     market = _market_rows(platform, symbols, day - dt.timedelta(days=REGIME_HISTORY_DAYS))
-    outcomes = (P.join_outcomes(served, market, horizon=s.features.horizon_days, now=now)
-                if not served.is_empty() else pl.DataFrame(schema=P.OUTCOME_SCHEMA))
+    outcomes = (O.join_outcomes(served, market, horizon=s.features.horizon_days, now=now)
+                if not served.is_empty() else pl.DataFrame(schema=O.OUTCOME_SCHEMA))
     platform.warehouse.write_partition(OUTCOMES_TABLE, outcomes, "date", day)
-    metrics = P.daily_metrics(outcomes, day, measured_at=now)
+    metrics = M.daily_metrics(outcomes, day, measured_at=now)
     policy = performance_policy(s)
     window = _window(platform, P.window_start(day, policy), day)
     tests = P.compare_versions(window, platform.governance(), policy) if not window.is_empty() else []
-    labelled = outcomes.filter(pl.col("label_status") == P.LABELLED)
+    labelled = outcomes.filter(pl.col("label_status") == O.LABELLED)
     shadow = _shadow_comparisons(s, outcomes, day, start)
     metadata = {
         "dagster/row_count": metrics.height,
         "served": outcomes.height,
         "labelled": labelled.height,
-        "pending": outcomes.filter(pl.col("label_status") == P.PENDING).height,
+        "pending": outcomes.filter(pl.col("label_status") == O.PENDING).height,
         "horizon_days": s.features.horizon_days,
         "measured_at": now.isoformat(),
         "metrics": markdown_table(metrics.drop("date", "measured_at")),
-        "hit_rate_by_regime": markdown_table(P.regime_table(labelled)),
-        "reliability": markdown_table(P.reliability_table(labelled)),
+        "hit_rate_by_regime": markdown_table(M.regime_table(labelled)),
+        "reliability": markdown_table(M.reliability_table(labelled)),
         "performance_tests": dg.MetadataValue.json([t.to_dict() for t in tests]),
         "tests": markdown_table(pl.DataFrame([t.to_dict() for t in tests]).select(
             "model_version", "metric", "evaluated", "live", "n", "n_required", "p_value", "verdict"))
@@ -119,7 +121,7 @@ def live_performance(context: dg.AssetExecutionContext, platform: PlatformResour
         else dg.MetadataValue.md("no request of the day has a shadow prediction (serving.shadow_alias)"),
     }
     if labelled.height:
-        metadata["reliability_plot"] = png_markdown(_reliability_png(P.reliability_table(labelled)),
+        metadata["reliability_plot"] = png_markdown(_reliability_png(M.reliability_table(labelled)),
                                                     "reliability: predicted vs observed")
     return dg.Output(metrics, metadata=metadata)
 
@@ -127,13 +129,13 @@ def live_performance(context: dg.AssetExecutionContext, platform: PlatformResour
 def _shadow_comparisons(settings, outcomes: pl.DataFrame, day: dt.date, start: dt.datetime) -> pl.DataFrame:
     """Champion against shadow on the day's identical requests (the log's shadow- segments), written as
     the read-model the management API serves (/models/{name}/shadow); the table for the metadata."""
-    from mlops_assets.monitoring import performance as P
+    from mlops_assets.monitoring import live_metrics as M
     from mlops_assets.monitoring.shadow import comparisons_table, read_shadow_rows, write_shadow_report
 
     rows = read_shadow_rows(settings.serving_log_dir)
     if rows.height:
         rows = rows.filter((pl.col("ts") >= start) & (pl.col("ts") < start + dt.timedelta(days=1)))
-    comparisons = P.champion_vs_shadow(outcomes, rows)
+    comparisons = M.champion_vs_shadow(outcomes, rows)
     write_shadow_report(settings.reports_dir, day.isoformat(), comparisons)
     return comparisons_table(comparisons)
 

@@ -170,7 +170,7 @@ def test_a_shadow_model_that_cannot_load_loses_no_served_record(world: World, tm
 def test_mcnemar_on_labelled_pairs_matches_the_exact_binomial_and_agreement_counts_all_pairs() -> None:
     from scipy import stats
 
-    from mlops_assets.monitoring.performance import champion_vs_shadow
+    from mlops_assets.monitoring.live_metrics import champion_vs_shadow
 
     n = 40
     champion = [1.0] * 30 + [0.0] * 10
