@@ -15,13 +15,14 @@ import pytest
 
 from mlops_assets.errors import Conflict, InvalidInput
 from mlops_assets.monitoring import canary as C
+from mlops_assets.monitoring import canary_guardrails as G
 from mlops_assets.models import promotion as P
 from mlops_assets.models import tags as T
 from mlops_assets_tests.models import governed
 from mlops_assets_tests.models.governed import register
 
 registry, store = governed.registry, governed.store  # fixtures: a real MLflow registry, a governance store
-POLICY = C.CanaryPolicy(min_requests=40, window_seconds=120, hold_seconds=0.0)
+POLICY = G.CanaryPolicy(min_requests=40, window_seconds=120, hold_seconds=0.0)
 _ids = itertools.count()
 
 
@@ -79,7 +80,7 @@ def test_a_constant_canary_is_rolled_back_by_the_platform_with_the_measured_valu
     _segment(log_dir, name, "1", "production", rng.uniform(0.2, 0.8, 200), 2.0, now + 0.5)
     _segment(log_dir, name, "2", "canary", np.full(60, 0.99), 2.0, now + 0.5)
     later = now + 5
-    verdict = C.evaluate(log_dir, name, "2", "1", now - 1, POLICY, later)
+    verdict = G.evaluate(log_dir, name, "2", "1", now - 1, POLICY, later)
     shift = next(c for c in verdict.checks if c.name == "prediction_shift")
     assert shift.passed is False and shift.value > 0.9 and shift.measured["p_value"] < 1e-6
     result = C.tick(client, store, name, log_dir, POLICY, now=later)
@@ -106,13 +107,13 @@ def test_errors_and_latency_fail_their_guardrails(registry, store, tmp_path: Pat
     same = rng.uniform(0.2, 0.8, 400)
     _segment(log_dir, name, "1", "production", same[:200], 2.0, now + 0.5)
     _segment(log_dir, name, "2", "canary", same[200:260], 80.0, now + 0.5)  # slow, same answers
-    counter = C.CanaryCounter(log_dir)
+    counter = G.CanaryCounter(log_dir)
     since = now + 0.1
     for i in range(100):
         counter.add(name, "2", since, error=i % 10 == 0)  # 10% raised
     counter.add(name, "2", now - 100, error=True)  # a load from before this canary: not counted
     counter.write()
-    verdict = C.evaluate(log_dir, name, "2", "1", now, POLICY, now + 5)
+    verdict = G.evaluate(log_dir, name, "2", "1", now, POLICY, now + 5)
     checks = {c.name: c for c in verdict.checks}
     assert checks["error_rate"].passed is False and checks["error_rate"].value == pytest.approx(0.1)
     assert checks["error_rate"].measured == {"requests": 100, "errors": 10}
@@ -130,11 +131,11 @@ def test_a_good_canary_is_not_rolled_back_and_becomes_ready_after_the_hold(regis
     _segment(log_dir, name, "1", "production", rng.uniform(0.2, 0.8, 300), 2.0, now + 0.5)
     _segment(log_dir, name, "2", "canary", rng.uniform(0.2, 0.8, 80), 2.5, now + 0.5)
     assert C.tick(client, store, name, log_dir, POLICY, now=now + 5)["action"] == "waiting"  # no error counts yet
-    counter = C.CanaryCounter(log_dir)
+    counter = G.CanaryCounter(log_dir)
     for _ in range(80):
         counter.add(name, "2", now + 0.2, error=False)
     counter.write()
-    held = C.CanaryPolicy(min_requests=40, window_seconds=120, hold_seconds=3600)
+    held = G.CanaryPolicy(min_requests=40, window_seconds=120, hold_seconds=3600)
     assert C.tick(client, store, name, log_dir, held, now=now + 5)["action"] == "waiting"  # not held long enough
     result = C.tick(client, store, name, log_dir, POLICY, now=now + 5)
     assert result["action"] == "ready"

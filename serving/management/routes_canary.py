@@ -18,6 +18,7 @@ from fastapi import APIRouter, Depends, FastAPI, Path
 from pydantic import BaseModel, Field
 
 from mlops_assets.monitoring import canary
+from mlops_assets.monitoring.canary_guardrails import CanaryPolicy
 from mlops_assets.models.gates import gate_policy
 from serving.auth import Identity, require
 from serving.management.context import ApiContext, ctx
@@ -29,7 +30,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     c: ApiContext = app.state.ctx
     s = c.settings
     monitor = canary.CanaryMonitor(lambda: c.client, lambda: c.store, s.model.name, s.serving_log_dir,
-                                   canary.CanaryPolicy.from_settings(s), canary.Aliases.from_settings(s))
+                                   CanaryPolicy.from_settings(s), canary.Aliases.from_settings(s))
     c.canary_monitor = monitor  # type: ignore[attr-defined] - read by GET .../canary
     monitor.start()
     try:
@@ -56,7 +57,7 @@ class CanaryStopIn(BaseModel):
 
 def _status(c: ApiContext, name: str) -> dict[str, Any]:
     s = c.settings
-    return canary.status(c.client, c.store, name, s.serving_log_dir, canary.CanaryPolicy.from_settings(s),
+    return canary.status(c.client, c.store, name, s.serving_log_dir, CanaryPolicy.from_settings(s),
                          canary.Aliases.from_settings(s))
 
 
@@ -67,7 +68,7 @@ def start_canary(body: CanaryIn, name: str = NAME, who: Identity = APPROVER,
     s = c.settings
     deployment = canary.start(c.client, c.store, name, body.version, body.share, actor=who.owner,
                               compliance_required=s.evaluation.compliance_required, gate_policy=gate_policy(s),
-                              policy=canary.CanaryPolicy.from_settings(s), aliases=canary.Aliases.from_settings(s),
+                              policy=CanaryPolicy.from_settings(s), aliases=canary.Aliases.from_settings(s),
                               reason=body.reason)
     return {"deployment": deployment.to_dict(), "canary": _status(c, name)}
 
