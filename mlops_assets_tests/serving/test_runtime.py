@@ -9,7 +9,8 @@ import httpx
 import pytest
 
 from mlops_assets_tests.serving.conftest import ThreadedServer, World, copy_version, wait_until
-from serving.inference.runtime import LoadedModel, compatibility, plan
+from serving.inference.loaded import LoadedModel
+from serving.inference.state import compatibility, plan
 
 pytestmark = pytest.mark.xdist_group("serving")
 

@@ -29,7 +29,8 @@ from serving.auth import KeyRing
 from serving.inference.payload import PayloadError, build_matrix, parse_payload
 from serving.inference.predlog import LogRecord, PredictionLog
 from serving.inference.predlog_shadow import ShadowConfig
-from serving.inference.runtime import Runtime, RuntimeConfig, choose
+from serving.inference.runtime import Runtime, RuntimeConfig
+from serving.inference.state import choose
 from serving.inference.schemas import InvokeRequest
 from serving.metrics import ServingMetrics, mark_process_dead
 from serving.observability import SCOPE_MODEL_VERSION, SCOPE_REQUEST_ID, AccessLog, RequestIds
@@ -150,7 +151,7 @@ class InferenceService:
         self.max_batch = settings.serving.max_batch
         self.challenger_share = settings.serving.challenger_traffic_percent / 100.0
         self.keyring = KeyRing.from_config(settings.serving.api_keys)
-        from mlops_assets.monitoring.canary import CanaryCounter
+        from mlops_assets.monitoring.canary_guardrails import CanaryCounter
 
         self.canary_counts = CanaryCounter(settings.serving_log_dir)
 
@@ -325,10 +326,11 @@ class InferenceService:
         request_id = request.scope[SCOPE_REQUEST_ID]
         try:
             answer = await run_in_threadpool(llm.wrapper.predict, payload.model_dump(exclude_none=True))
+        except (LLMConfigError, PromptRegistryError) as exc:  # the server's set-up, not the request
+            # (before LookupError: a PromptNotFound is one, but the client named no prompt)
+            return self._invoke_failed(llm, request_id, started, 503, f"the LLM chain cannot answer: {exc}")
         except LookupError as exc:  # no online features for the symbol
             return self._invoke_failed(llm, request_id, started, 404, str(exc))
-        except (LLMConfigError, PromptRegistryError) as exc:  # the server's set-up, not the request
-            return self._invoke_failed(llm, request_id, started, 503, f"the LLM chain cannot answer: {exc}")
         except ValueError as exc:  # e.g. a template variable the request did not give
             return self._invoke_failed(llm, request_id, started, 422, str(exc))
         except Exception as exc:  # the provider failed (network, quota...): not the client's fault
