@@ -183,7 +183,9 @@ def drift_report(context: dg.AssetExecutionContext, platform: PlatformResource, 
            description="A drift episode (from drift_report's configured verdict, or a drift event another "
                        "service posted) requests one retraining run, with a cooldown across all sources.")
 def drift_sensor(context: dg.SensorEvaluationContext, platform: PlatformResource):
-    from mlops_assets.monitoring.events import DriftObservation, DriftPolicy, drift_tick, send_alert
+    from mlops_assets.monitoring.alerts import send_alert
+    from mlops_assets.monitoring.drift_tick import drift_tick
+    from mlops_assets.monitoring.events import DriftObservation, DriftPolicy
 
     s = platform.settings
     policy = DriftPolicy(threshold_share=s.monitoring.drift_share_threshold,

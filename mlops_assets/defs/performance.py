@@ -168,7 +168,7 @@ def live_performance_schedule(context: dg.ScheduleEvaluationContext, platform: P
                        "performance episode (drift event of source live_performance, webhook alert) and requests "
                        "one retraining run, under the drift cooldown.")
 def live_performance_sensor(context: dg.SensorEvaluationContext, platform: PlatformResource):
-    from mlops_assets.monitoring.events import send_alert
+    from mlops_assets.monitoring.alerts import send_alert
     from mlops_assets.monitoring.performance import PerformanceTest, performance_tick
 
     records = context.instance.fetch_materializations(live_performance.key, limit=1).records

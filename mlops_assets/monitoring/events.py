@@ -1,4 +1,4 @@
-"""Drift events: when a drift report should ask for retraining, and the alert that says so.
+"""Drift events: when a drift report should ask for retraining, and the episode bookkeeping around it.
 
 A *drift episode* starts when the share of drifted columns reaches ``policy.threshold_share`` and ends
 when it falls back below it. Each episode asks for retraining once, when it starts; while it lasts,
@@ -10,29 +10,27 @@ opened, so the first report after the cooldown that still shows drift opens it a
 :func:`decide_drift_action` is pure (no Dagster, no database). :func:`record_observation` is the
 bookkeeping around it, over an :class:`EpisodeLog`: one event per episode, written when the episode starts,
 and marked resolved (a state of its own, not a word inside ``action_taken``) when a later report ends it.
-The cooldown therefore counts from the last retraining request. The drift sensor runs it over the
-governance store (:class:`StoreEpisodeLog`) for its own reports and for drift events posted by other
-services (one episode history for all sources); :func:`decisions_for` replays a series of reports through
-the same function over a :class:`MemoryEpisodeLog`.
+The cooldown therefore counts from the last retraining request. :class:`StoreEpisodeLog` keeps the
+episodes in the governance store.
+
+Who runs it: the drift sensor, through :func:`~mlops_assets.monitoring.drift_tick.drift_tick`, for its own
+reports and for drift events posted by other services (one episode history for all sources);
+:func:`~mlops_assets.monitoring.drift_tick.decisions_for` replays a series of reports through the same
+function in memory; the live-performance sensor runs it for its own episodes
+(``monitoring.performance``). The alert a decision sends is :mod:`~mlops_assets.monitoring.alerts`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, UTC
 from typing import Any, Literal, Protocol
-
-import httpx
 
 from mlops_assets.monitoring.columns import DriftInputError
 
 Action = Literal["retrain", "none", "cooldown"]
 Severity = Literal["low", "medium", "high"]
-ALERT_TIMEOUT_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -227,78 +225,6 @@ def decide_drift_action(
     )
 
 
-class _Logger(Protocol):
-    def info(self, msg: str, *args: Any) -> Any: ...
-
-    def warning(self, msg: str, *args: Any) -> Any: ...
-
-
-def _jsonable(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.asdict(value)
-    if isinstance(value, (datetime, date)):
-        return value.isoformat()
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    return str(value)
-
-
-def send_alert(
-    event: Mapping[str, Any] | Any,
-    webhook_url: str | None,
-    logger: _Logger | None = None,
-    timeout: float = ALERT_TIMEOUT_SECONDS,
-) -> bool:
-    """POST ``event`` as JSON to ``webhook_url``; True when the hook answered 2xx.
-
-    Never raises: no URL, a network error or an error status is logged (warning) and gives False, so a
-    broken hook cannot fail the run that detected drift. ``event`` may be a mapping or a dataclass;
-    datetimes are sent as ISO strings.
-    """
-    log = logger or logging.getLogger(__name__)
-    try:
-        body = json.dumps(event, default=_jsonable)
-    except (TypeError, ValueError) as exc:
-        log.warning(f"drift alert not sent: event is not JSON-serialisable ({exc})")
-        return False
-    if not webhook_url:
-        log.info(f"drift alert not sent (no webhook configured): {body}")
-        return False
-    try:
-        response = httpx.post(
-            webhook_url, content=body, headers={"content-type": "application/json"}, timeout=timeout
-        )
-        response.raise_for_status()
-    except Exception as exc:  # noqa: BLE001 - an alert must never fail the caller
-        if isinstance(exc, httpx.HTTPStatusError):
-            detail = f"HTTP {exc.response.status_code}"
-        else:
-            detail = f"{type(exc).__name__}: {str(exc).replace(webhook_url, _redact(webhook_url))}"
-        log.warning(f"drift alert to {_redact(webhook_url)} failed: {detail}")
-        return False
-    log.info(f"drift alert sent to {_redact(webhook_url)} (HTTP {response.status_code})")
-    return True
-
-
-def _redact(url: str) -> str:
-    """The URL without its path and query (webhook URLs often carry a secret token)."""
-    try:
-        parsed = httpx.URL(url)
-        return f"{parsed.scheme}://{parsed.host}" + (f":{parsed.port}" if parsed.port else "")
-    except Exception:  # noqa: BLE001
-        return "<webhook>"
-
-
-def decisions_for(
-    observations: Sequence[DriftObservation], policy: DriftPolicy | None = None
-) -> list[DriftDecision]:
-    """Replay a series of reports through :func:`record_observation`, the code the drift sensor runs, with
-    the episodes kept in a :class:`MemoryEpisodeLog` instead of the governance store."""
-    policy = policy or DriftPolicy()
-    log = MemoryEpisodeLog()
-    return [record_observation(log, obs, policy).decision for obs in observations]
-
-
 # --- episode bookkeeping: the one code path of the sensor, posted events and the replay ------------------
 
 RETRAIN_REQUESTED = "retraining requested"
@@ -322,7 +248,8 @@ class EpisodeEvent:
 
 
 class EpisodeLog(Protocol):
-    """Where episodes are recorded: the governance store in production, a list in :func:`decisions_for`."""
+    """Where episodes are recorded: the governance store in production (:class:`StoreEpisodeLog`), a list
+    in the replay (:class:`~mlops_assets.monitoring.drift_tick.MemoryEpisodeLog`)."""
 
     def last_episode(self) -> EpisodeEvent | None: ...
 
@@ -367,35 +294,6 @@ def record_observation(log: EpisodeLog, observation: DriftObservation, policy: D
     if event_id is not None:
         log.note(event_id, decision)
     return EpisodeOutcome(decision)
-
-
-class MemoryEpisodeLog:
-    """An :class:`EpisodeLog` in a list (the replay of :func:`decisions_for` and tests)."""
-
-    def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
-
-    def last_episode(self) -> EpisodeEvent | None:
-        for event in reversed(self.events):
-            if event["action"] == "retrain" and event["episode_id"]:
-                return EpisodeEvent(event["id"], _as_utc(event["ts"], "ts"), event["episode_id"],
-                                    float(event["share"]), bool(event["resolved"]))
-        return None
-
-    def open_episode(self, observation: DriftObservation, decision: DriftDecision, source: str,
-                     event_id: Any | None) -> Any:
-        event = {**decision.to_event(observation), "id": len(self.events) + 1, "source": source,
-                 "resolved": False}
-        self.events.append(event)
-        return event["id"]
-
-    def resolve(self, event_id: Any) -> None:
-        for event in self.events:
-            if event["id"] == event_id:
-                event["resolved"] = True
-
-    def note(self, event_id: Any, decision: DriftDecision) -> None:
-        return None
 
 
 class StoreEpisodeLog:
@@ -443,32 +341,3 @@ class StoreEpisodeLog:
 def event_resolved(event: Any) -> bool:
     """Whether a stored drift event's episode has been resolved (the store's ``resolved_at``)."""
     return bool((getattr(event, "details", None) or {}).get("resolved_at"))
-
-
-def posted_dedupe_key(window_start: Any, window_end: Any, share: float) -> str:
-    """The identity of a drift event posted by another service, within its source: (window, share)."""
-    def day(value: Any) -> str:
-        return "" if value is None else (value.isoformat() if hasattr(value, "isoformat") else str(value))
-    return f"{day(window_start)}/{day(window_end)}/{round(float(share), 6)!r}"
-
-
-def pending_posted_events(store: Any, limit: int = 200) -> list[Any]:
-    """Drift events posted by other services that no decision has handled yet, oldest first."""
-    events = store.list_drift_events(limit=limit)
-    return sorted((e for e in events if e.source != REPORT_SOURCE and not e.action_taken), key=lambda e: e.id)
-
-
-def drift_tick(store: Any, policy: DriftPolicy, report: DriftObservation | None = None, *,
-               actor: str = "drift_sensor") -> list[tuple[DriftObservation, EpisodeOutcome]]:
-    """One evaluation of the drift sensor: every posted event not handled yet and the newest drift report
-    (if any), in time order, through :func:`record_observation` over the governance store."""
-    log = StoreEpisodeLog(store, actor)
-    items: list[tuple[DriftObservation, str, Any | None]] = [
-        (DriftObservation(float(e.drifted_share), tuple(e.features), _as_utc(e.ts, "ts")), e.source, e.id)
-        for e in pending_posted_events(store)
-    ]
-    if report is not None:
-        items.append((report, REPORT_SOURCE, None))
-    items.sort(key=lambda item: item[0].ts)
-    return [(obs, record_observation(log, obs, policy, source=source, event_id=event_id))
-            for obs, source, event_id in items]

@@ -1,5 +1,5 @@
 """Calibrated drift: its false-alarm rate on a persistent GARCH(1,1) series, its power on injected shifts,
-the profile cache, real index prices, the replay and the store running the same episode code, bad inputs."""
+the profile cache, real index prices, bad inputs."""
 
 from __future__ import annotations
 
@@ -131,35 +131,6 @@ def test_real_index_windows_inside_the_reference_are_not_flagged(tmp_path: Path)
         n += 1
     assert n >= 10 and flagged == 0
     assert evidently_flagged >= n // 2  # the issue's finding, on the same windows
-
-
-def test_the_store_and_the_replay_run_the_same_episode_code(tmp_path: Path) -> None:
-    from mlops_assets.governance.store import GovernanceStore
-    from mlops_assets.monitoring.events import (
-        DriftObservation,
-        DriftPolicy,
-        StoreEpisodeLog,
-        decisions_for,
-        event_resolved,
-        record_observation,
-    )
-
-    policy = DriftPolicy(threshold_share=0.5, cooldown_hours=24)
-    t0 = dt.datetime(2026, 3, 2, tzinfo=dt.UTC)
-    shares = [0.6, 0.7, 0.2, 0.8, 0.9, 0.1, 0.2, 0.7]
-    hours = [0, 1, 2, 3, 30, 31, 32, 60]
-    observations = [DriftObservation(s, ("f",) if s >= 0.5 else (), t0 + dt.timedelta(hours=h))
-                    for s, h in zip(shares, hours, strict=True)]
-    replayed = decisions_for(observations, policy)
-    store = GovernanceStore(f"sqlite:///{tmp_path / 'gov.db'}", b"k" * 32)
-    log = StoreEpisodeLog(store)
-    live = [record_observation(log, obs, policy).decision for obs in observations]
-    assert [(d.action, d.new_episode, d.ends_episode) for d in live] == \
-        [(d.action, d.new_episode, d.ends_episode) for d in replayed]
-    assert [d.action for d in live] == ["retrain", "none", "none", "cooldown", "retrain", "none", "none", "retrain"]
-    events = store.list_drift_events()
-    assert len(events) == 3
-    assert [event_resolved(e) for e in events] == [False, True, True]  # newest first
 
 
 def test_bad_parameters_name_the_field(garch: pl.DataFrame) -> None:

@@ -1,26 +1,24 @@
-"""Drift episodes, cooldown and severity; alerts posted to a real local HTTP server."""
+"""Drift episodes, cooldown and severity; the governance store and the in-memory replay running the same
+episode code."""
 
 from __future__ import annotations
 
 import json
-import logging
-import threading
-import time
-from collections.abc import Iterator
 from datetime import datetime, timedelta, UTC
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
 from mlops_assets.monitoring.columns import DriftInputError
 from mlops_assets.monitoring.drift import fast_drift
+from mlops_assets.monitoring.drift_tick import decisions_for
 from mlops_assets.monitoring.events import (
-    ALERT_TIMEOUT_SECONDS,
     DriftObservation,
     DriftPolicy,
+    StoreEpisodeLog,
     decide_drift_action,
-    decisions_for,
-    send_alert,
+    event_resolved,
+    record_observation,
 )
 from mlops_assets_tests.monitoring.conftest import make_window
 
@@ -93,63 +91,22 @@ def test_policy_and_input_validation_name_the_field():
     assert excinfo.value.field == "last_event.ts"
 
 
-class _Hook(BaseHTTPRequestHandler):
-    received: list[dict] = []
-    status = 200
-    delay = 0.0
+def test_the_store_and_the_replay_run_the_same_episode_code(tmp_path: Path) -> None:
+    from mlops_assets.governance.store import GovernanceStore
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server API
-        body = self.rfile.read(int(self.headers["content-length"]))
-        type(self).received.append({"path": self.path, "type": self.headers["content-type"],
-                                    "json": json.loads(body)})
-        time.sleep(type(self).delay)
-        self.send_response(type(self).status)
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.fixture()
-def hook() -> Iterator[tuple[str, type[_Hook]]]:
-    handler = type("Hook", (_Hook,), {"received": [], "status": 200, "delay": 0.0})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/hooks/secret-token", handler
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def test_alert_posts_json(hook, caplog):
-    url, handler = hook
-    event = {"ts": T0, "episode_id": "drift-1", "share": 0.5, "drifted_columns": ("a", "b")}
-    with caplog.at_level(logging.INFO):
-        assert send_alert(event, url, logging.getLogger("drift-test")) is True
-    assert handler.received == [{
-        "path": "/hooks/secret-token",
-        "type": "application/json",
-        "json": {"ts": "2025-03-03T06:00:00+00:00", "episode_id": "drift-1", "share": 0.5,
-                 "drifted_columns": ["a", "b"]},
-    }]
-    ours = [r.getMessage() for r in caplog.records if r.name == "drift-test"]
-    assert ours and not any("secret-token" in m for m in ours)  # (httpx's own INFO log has the URL)
-    assert ALERT_TIMEOUT_SECONDS == 5.0
-
-
-def test_alert_failures_are_logged_never_raised(hook, caplog):
-    url, handler = hook
-    logger = logging.getLogger("drift-test")
-    handler.status = 500
-    with caplog.at_level(logging.WARNING):
-        assert send_alert({"a": 1}, url, logger) is False
-    ours = " ".join(r.getMessage() for r in caplog.records if r.name == "drift-test")
-    assert "HTTP 500" in ours and "secret-token" not in ours
-    handler.status, handler.delay = 200, 1.0
-    assert send_alert({"a": 2}, url, logger, timeout=0.2) is False  # timed out
-    assert send_alert({"a": 3}, "http://127.0.0.1:9/unreachable", logger) is False  # connection refused
-    assert send_alert({"a": 4}, None, logger) is False  # not configured: logged only
-    assert send_alert({"a": {1, 2}}, url, logger) is True  # sets become lists
-    assert [r["json"]["a"] for r in handler.received] == [1, 2, [1, 2]]
+    policy = DriftPolicy(threshold_share=0.5, cooldown_hours=24)
+    t0 = datetime(2026, 3, 2, tzinfo=UTC)
+    shares = [0.6, 0.7, 0.2, 0.8, 0.9, 0.1, 0.2, 0.7]
+    hours = [0, 1, 2, 3, 30, 31, 32, 60]
+    observations = [DriftObservation(s, ("f",) if s >= 0.5 else (), t0 + timedelta(hours=h))
+                    for s, h in zip(shares, hours, strict=True)]
+    replayed = decisions_for(observations, policy)
+    store = GovernanceStore(f"sqlite:///{tmp_path / 'gov.db'}", b"k" * 32)
+    log = StoreEpisodeLog(store)
+    live = [record_observation(log, obs, policy).decision for obs in observations]
+    assert [(d.action, d.new_episode, d.ends_episode) for d in live] == \
+        [(d.action, d.new_episode, d.ends_episode) for d in replayed]
+    assert [d.action for d in live] == ["retrain", "none", "none", "cooldown", "retrain", "none", "none", "retrain"]
+    events = store.list_drift_events()
+    assert len(events) == 3
+    assert [event_resolved(e) for e in events] == [False, True, True]  # newest first

@@ -113,7 +113,8 @@ def test_performance_episode_on_degradation_and_none_on_a_stable_model(store: Go
 
 
 def test_a_stable_tick_does_not_end_a_drift_episode(store: GovernanceStore) -> None:
-    from mlops_assets.monitoring.events import DriftObservation, DriftPolicy, drift_tick
+    from mlops_assets.monitoring.drift_tick import drift_tick
+    from mlops_assets.monitoring.events import DriftObservation, DriftPolicy
 
     t0 = datetime(2024, 6, 3, 8, tzinfo=UTC)
     [(_, opened)] = drift_tick(store, DriftPolicy(threshold_share=0.3), DriftObservation(0.8, ("x",), t0))

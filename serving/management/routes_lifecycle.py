@@ -329,7 +329,7 @@ def record_drift_event(body: DriftEventIn, response: Response, who: Identity = A
     """201 with the new event; 200 with the recorded one when this source already posted the same
     (window, share). The drift sensor decides on each new event once, with the same episode and cooldown
     rules as its own drift reports, so a burst of posts starts at most one retraining run."""
-    from mlops_assets.monitoring.events import posted_dedupe_key
+    from mlops_assets.monitoring.drift_tick import posted_dedupe_key
 
     fields = body.model_dump(exclude={"window_start", "window_end"})
     window = {k: v for k, v in (("window_start", body.window_start), ("window_end", body.window_end)) if v}
