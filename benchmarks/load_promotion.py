@@ -166,7 +166,7 @@ def prepare(home: Path, tracking_uri: str | None = None, model: str = MODEL, pol
     from mlops_assets.features.online import write_online_snapshot
     from mlops_assets.features.views import FeatureDef, FeatureView
     from mlops_assets.models.promotion import approve, promote
-    from mlops_assets.models.registry import apply_gate, train_and_register
+    from mlops_assets.models.registration import apply_gate, train_and_register
     from mlops_assets.settings import load_settings
 
     config = home / "config.yaml"

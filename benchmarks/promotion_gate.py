@@ -44,7 +44,7 @@ def run(kind: str, folds: int) -> None:
         from mlops_assets.features.datasets import build_training_dataset
         from mlops_assets.features.views import FEATURE_VIEWS
         from mlops_assets.models.lightning import TrainConfig
-        from mlops_assets.models.registry import Lineage, train_and_register
+        from mlops_assets.models.registration import Lineage, train_and_register
         from mlops_assets.settings import get_settings
 
         get_settings.cache_clear()

@@ -97,7 +97,7 @@ def prepare_home(home: Path, n_features: int, n_symbols: int,
 
     from mlops_assets.features.online import write_online_snapshot
     from mlops_assets.features.views import FeatureDef, FeatureView
-    from mlops_assets.models.registry import train_and_register
+    from mlops_assets.models.registration import train_and_register
     from mlops_assets.settings import load_settings
 
     config = home / "config.yaml"

@@ -80,7 +80,7 @@ def trained_model(context: dg.AssetExecutionContext, config: TrainingConfig, pla
                   dataset: pl.DataFrame):
     from mlops_assets.features.views import FEATURE_VIEWS
     from mlops_assets.models.lightning import TrainConfig
-    from mlops_assets.models.registry import Lineage, apply_gate, train_and_register
+    from mlops_assets.models.registration import Lineage, apply_gate, train_and_register
 
     s = platform.settings
     features = model_features(dataset)

@@ -18,7 +18,8 @@ from mlflow import MlflowClient
 
 from mlops_assets.models import tags as T
 from mlops_assets.llm.chain import LangGraphWrapper, LLMModelConfig, LLMWrapperError, using_tracking_uri
-from mlops_assets.models.registry import RegisteredModel, ensure_experiment
+from mlops_assets.models.registration import RegisteredModel
+from mlops_assets.models.registry import ensure_experiment
 from mlops_assets.models.tags import ALIAS_CHALLENGER, ALIAS_PRODUCTION
 
 MODEL_CODE_PATH = Path(__file__).with_name("llm_model.py")

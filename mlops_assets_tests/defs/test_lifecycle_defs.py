@@ -105,7 +105,7 @@ def test_imported_version_is_evaluated_staged_and_approved(instance, small_home:
     from mlops_assets.defs.models import approval_sensor
     from mlops_assets.models import promotion
     from mlops_assets.models.gates import GATE_EVALUATION
-    from mlops_assets.models.registry import import_external_model
+    from mlops_assets.models.registration import import_external_model
     from mlops_assets.settings import get_settings
 
     monkeypatch.setenv("MLOPS_CONFIG", str(write_config(small_home, PERMISSIVE)))

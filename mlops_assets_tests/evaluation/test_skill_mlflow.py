@@ -41,7 +41,7 @@ def _dataset(n_dates: int = 120, n_symbols: int = 4) -> pl.DataFrame:
 def test_fold_runs_use_the_versions_config_and_do_not_count_as_trials(mlops_home) -> None:
     from mlops_assets import stores
     from mlops_assets.models.lightning import TrainConfig
-    from mlops_assets.models.registry import Lineage, train_and_register
+    from mlops_assets.models.registration import Lineage, train_and_register
     from mlops_assets.settings import get_settings
 
     s = get_settings()

@@ -20,7 +20,7 @@ import polars as pl  # noqa: E402
 import pytest  # noqa: E402
 
 from mlops_assets.models.lightning import TrainConfig  # noqa: E402
-from mlops_assets.models.registry import RegisteredModel, train_and_register  # noqa: E402
+from mlops_assets.models.registration import RegisteredModel, train_and_register  # noqa: E402
 from mlops_assets_tests.models.synthetic import make_dataset  # noqa: E402
 
 MODEL_NAME = "direction-mlp"

@@ -12,16 +12,18 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from mlops_assets.models import tags as T
-from mlops_assets.models.registry import (
-    RegistryError,
+from mlops_assets.models.registration import (
     apply_gate,
     dataset_fingerprint,
+    import_external_model,
+    train_and_register,
+)
+from mlops_assets.models.registry import (
+    RegistryError,
     ensure_experiment,
     get_version_by_alias,
-    import_external_model,
     model_uri,
     resolve_alias,
-    train_and_register,
 )
 from mlops_assets.models.wrapper import PyfuncWrapper, load_wrapper
 from mlops_assets_tests.models.conftest import EXPERIMENT, LINEAGE, MODEL_NAME

@@ -34,7 +34,7 @@ import yaml  # noqa: E402
 from mlops_assets.features.online import write_online_snapshot  # noqa: E402
 from mlops_assets.features.views import FeatureDef, FeatureView  # noqa: E402
 from mlops_assets.models.lightning import TrainConfig  # noqa: E402
-from mlops_assets.models.registry import RegisteredModel, train_and_register  # noqa: E402
+from mlops_assets.models.registration import RegisteredModel, train_and_register  # noqa: E402
 from mlops_assets.settings import Settings, load_settings  # noqa: E402
 from mlops_assets_tests.models.synthetic import make_dataset  # noqa: E402
 from mlops_assets_tests.waiting import free_port, wait_until  # noqa: F401 - re-exported for the tests
