@@ -40,6 +40,8 @@ from typing import Any, Literal
 
 import duckdb
 
+from mlops_assets.errors import Conflict, InvalidInput, NotFound, PlatformError
+
 FORMAT = "mlops-home-backup/1"
 MANIFEST = "MANIFEST.json"
 SECRET_KEY_FILE = "secrets/audit.key"
@@ -49,12 +51,22 @@ _SKIP_PREFIXES = (".audit-key-", ".anchor-")
 EntryKind = Literal["file", "sqlite", "duckdb"]
 
 
-class BackupError(ValueError):
-    """A backup or restore cannot proceed; ``field`` names the argument or entry at fault."""
+class BackupError(PlatformError):
+    """A backup or restore cannot proceed: catch this for all three; each raise is one of the subclasses
+    below, one vocabulary type each. ``field`` names the argument at fault (``home``, ``out``,
+    ``archive``), ``reasons`` say why; ``str()`` is ``"<field>: <reason>"``."""
 
-    def __init__(self, message: str, field: str) -> None:
-        super().__init__(message)
-        self.field = field
+
+class BackupInvalid(BackupError, InvalidInput):
+    """The archive is not a sound mlops backup, or an argument is unusable (HTTP 422, CLI exit 2)."""
+
+
+class BackupNotFound(BackupError, NotFound):
+    """The archive, or the home to back up, does not exist (HTTP 404, CLI exit 3)."""
+
+
+class BackupRefused(BackupError, Conflict):
+    """Valid, but the home's state refuses it: not empty, or its warehouse held by a writer (409, exit 4)."""
 
 
 @dataclass(frozen=True)
@@ -81,7 +93,7 @@ class BackupManifest:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BackupManifest:
         if data.get("format") != FORMAT:
-            raise BackupError(f"archive format {data.get('format')!r} is not {FORMAT!r}", field="archive")
+            raise BackupInvalid("archive", f"format {data.get('format')!r} is not {FORMAT!r}")
         entries = [BackupEntry(**e) for e in data["entries"]]
         return cls(data["format"], data["created_at"], data["source_home"], entries,
                    data["secrets_included"], list(data.get("not_included") or []))
@@ -160,9 +172,11 @@ def export_duckdb(source: Path, target_dir: Path, lock_timeout_s: float = 120.0)
             con = duckdb.connect(str(source), read_only=True)
             break
         except duckdb.IOException as exc:
-            if "lock" not in str(exc).lower() or time.monotonic() > deadline:
-                raise BackupError(f"{source}: cannot open the DuckDB file to export it ({exc}); stop the "
-                                  "writer (pause the Dagster daemon) and retry", field="home") from exc
+            if "lock" not in str(exc).lower():
+                raise BackupInvalid("home", f"cannot open the DuckDB file {source} to export it ({exc})") from exc
+            if time.monotonic() > deadline:
+                raise BackupRefused("home", f"cannot open the DuckDB file {source} to export it ({exc}); stop "
+                                    "the writer (pause the Dagster daemon) and retry") from exc
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
     try:
@@ -221,10 +235,9 @@ def backup_home(home: Path | str, out: Path | str, *, include_secrets: bool = Tr
     started = time.monotonic()
     home, out = Path(home).resolve(), Path(out).resolve()
     if not home.is_dir():
-        raise BackupError(f"home: {home} is not a directory; set MLOPS_HOME to the home to back up",
-                          field="home")
+        raise BackupNotFound("home", f"{home} is not a directory; set MLOPS_HOME to the home to back up")
     if out.is_relative_to(home):
-        raise BackupError(f"out: {out} is inside the home being backed up; write it elsewhere", field="out")
+        raise BackupInvalid("out", f"{out} is inside the home being backed up; write it elsewhere")
     skip = set(exclude) | (set() if include_secrets else {SECRET_KEY_FILE})
     out.parent.mkdir(parents=True, exist_ok=True)
     entries: list[BackupEntry] = []
@@ -272,8 +285,7 @@ def read_backup_manifest(archive: Path | str) -> BackupManifest:
         try:
             member = tar.extractfile(MANIFEST)
         except KeyError:
-            raise BackupError(f"{archive} has no {MANIFEST}; it is not an mlops backup",
-                              field="archive") from None
+            raise BackupInvalid("archive", f"{archive} has no {MANIFEST}; it is not an mlops backup") from None
         return BackupManifest.from_dict(json.loads(member.read()))
 
 
@@ -281,8 +293,8 @@ def _check_members(tar: tarfile.TarFile) -> None:
     for member in tar.getmembers():
         name = Path(member.name)
         if name.is_absolute() or ".." in name.parts or not (member.isfile() or member.isdir()):
-            raise BackupError(f"archive member {member.name!r} is not a plain relative file; refusing to "
-                              "extract it", field="archive")
+            raise BackupInvalid("archive", f"member {member.name!r} is not a plain relative file; refusing to "
+                                "extract it")
 
 
 def _verify_stage(stage: Path, manifest: BackupManifest) -> None:
@@ -292,8 +304,7 @@ def _verify_stage(stage: Path, manifest: BackupManifest) -> None:
         else:
             digest = sha256_file(stage / "home" / entry.path)
         if digest != entry.sha256:
-            raise BackupError(f"archive entry {entry.path} does not match its checksum (corrupted copy)",
-                              field="archive")
+            raise BackupInvalid("archive", f"entry {entry.path} does not match its checksum (corrupted copy)")
 
 
 def _text_columns(con: sqlite3.Connection, table: str) -> list[str]:
@@ -331,8 +342,8 @@ def _make_room(home: Path, force: bool) -> Path | None:
     if not home.exists() or not any(home.iterdir()):
         return None
     if not force:
-        raise BackupError(f"home: {home} is not empty; restore into a fresh MLOPS_HOME, or pass force to "
-                          "move the current one aside", field="home")
+        raise BackupRefused("home", f"{home} is not empty; restore into a fresh MLOPS_HOME, or pass force to "
+                            "move the current one aside")
     aside = home.with_name(f"{home.name}.before-restore-{datetime.now(UTC):%Y%m%dT%H%M%S}")
     home.rename(aside)
     return aside
@@ -356,7 +367,7 @@ def restore_home(archive: Path | str, home: Path | str, *, force: bool = False) 
     started = time.monotonic()
     archive, home = Path(archive).resolve(), Path(home).resolve()
     if not archive.is_file():
-        raise BackupError(f"archive: {archive} does not exist", field="archive")
+        raise BackupNotFound("archive", f"{archive} does not exist")
     manifest = read_backup_manifest(archive)
     home.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".mlops-restore-", dir=home.parent) as tmp:
@@ -374,8 +385,8 @@ def restore_home(archive: Path | str, home: Path | str, *, force: bool = False) 
             if entry.kind == "duckdb":
                 tables = import_duckdb(stage / "duckdb" / entry.path, built / entry.path)
                 if tables != entry.tables:
-                    raise BackupError(f"{entry.path}: imported tables {tables} differ from the backup's "
-                                      f"{entry.tables}", field="archive")
+                    raise BackupInvalid("archive", f"{entry.path}: imported tables {tables} differ from the "
+                                        f"backup's {entry.tables}")
         relocated = {e.path: relocate_sqlite_paths(built / e.path, manifest.source_home, str(home))
                      for e in manifest.entries if e.kind == "sqlite"}
         secrets = built / "secrets"

@@ -73,7 +73,17 @@ class Forbidden(PlatformError, PermissionError):
     exit_code = 5
 
 
-class MessageInput(InvalidInput):
+class MessageError(PlatformError):
+    """Mixin for an error raised with one whole sentence (``reasons == [message]``) that already names what
+    it is about: ``str()`` stays the message itself, without the ``field: `` prefix. A domain family whose
+    members are different vocabulary types puts it first, e.g. ``class PromptNotFound(PromptRegistryError,
+    NotFound)`` with ``class PromptRegistryError(MessageError)``."""
+
+    def __str__(self) -> str:
+        return "; ".join(self.reasons)
+
+
+class MessageInput(MessageError, InvalidInput):
     """``InvalidInput`` raised with one message, as the domain's older error classes are: ``field`` is the
     class's ``subject`` unless given, and ``str()`` stays the message itself."""
 
@@ -81,9 +91,6 @@ class MessageInput(InvalidInput):
 
     def __init__(self, message: str = "", field: str | None = None) -> None:
         super().__init__(field or self.subject, message)
-
-    def __str__(self) -> str:
-        return "; ".join(self.reasons)
 
 
 class FieldError(InvalidInput):

@@ -1,7 +1,8 @@
 """The plain-torch core of the tabular model: network, model spec and the fast predictor.
 
-Deliberately free of Lightning, pandas, MLflow and of any other module of this package, because
-three places import it and two of them must start fast:
+Deliberately free of Lightning, pandas, MLflow and of any other module of this package (imported as
+part of the package, it takes ``ModelSpecError``'s base from the stdlib-only ``mlops_assets.errors``;
+the shipped copy uses a stand-in), because three places import it and two of them must start fast:
 
 * ``lit_module.py`` trains the network defined here (``build_mlp``) inside a LightningModule;
 * ``pyfunc_model.py`` (the MLflow models-from-code file) serves it. This file is also shipped
@@ -29,18 +30,32 @@ import numpy as np
 import torch
 from torch import nn
 
+if __package__:  # imported as mlops_assets.models.torch_mlp: the platform's error vocabulary (stdlib only)
+    from mlops_assets.errors import InvalidInput as _InvalidInput
+else:  # the copy shipped inside a logged model (``code_paths``, imported as ``torch_mlp``) imports no package
+
+    class _InvalidInput(ValueError):  # type: ignore[no-redef]
+        """Stand-in for ``mlops_assets.errors.InvalidInput``: the same ``field``, ``reasons`` and message."""
+
+        http_status, exit_code = 422, 2
+
+        def __init__(self, field: str, reasons: str) -> None:
+            self.field, self.reasons, self.hint = field, [reasons], ""
+            super().__init__(f"{field}: {reasons}")
+
+
 SPEC_FORMAT_VERSION = 1
 SPEC_FILE = "model_spec.json"
 WEIGHTS_FILE = "state_dict.pt"
 TASK_TYPES = ("binary", "multiclass", "regression")
 
 
-class ModelSpecError(ValueError):
-    """A model spec or an input to the predictor is invalid; ``field`` names the culprit."""
+class ModelSpecError(_InvalidInput):
+    """A model spec or an input to the predictor is invalid (an ``InvalidInput``: HTTP 422, CLI exit 2);
+    ``field`` names the culprit, ``reasons`` the problem; ``str()`` is ``"<field>: <message>"``."""
 
     def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
+        super().__init__(field, message)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence, runtime_chec
 
 import numpy as np
 
+from mlops_assets.errors import InvalidInput
 from mlops_assets.models.tags import TAG_TASK_TYPE, TAG_WRAPPER
 
 if TYPE_CHECKING:
@@ -30,12 +31,12 @@ WRAPPER_IMPORT_PATHS: dict[str, str] = {
 FALLBACK_WRAPPER = "pyfunc"
 
 
-class ModelInputError(ValueError):
-    """Data handed to a wrapper is unusable; ``field`` names the column or argument."""
+class ModelInputError(InvalidInput):
+    """Data handed to a wrapper is unusable (HTTP 422, CLI exit 2); ``field`` names the column or argument,
+    ``reasons`` the problem; ``str()`` is ``"<field>: <message>"``."""
 
     def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
+        super().__init__(field, message)
 
 
 @dataclass(frozen=True)

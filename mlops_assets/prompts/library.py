@@ -36,7 +36,7 @@ from pydantic import (
     model_validator,
 )
 
-from mlops_assets.errors import InvalidInput
+from mlops_assets.errors import InvalidInput, MessageInput
 
 RiskLevel = Literal["low", "medium", "high"]
 
@@ -65,13 +65,15 @@ class PromptLibraryError(InvalidInput):
         self.hint = ""
 
 
-class MissingVariablesError(ValueError):
-    """Rendering needs variables that were not given; ``missing`` lists their names."""
+class MissingVariablesError(MessageInput):
+    """Rendering needs variables that were not given (an ``InvalidInput``: HTTP 422, CLI exit 2);
+    ``field`` is ``variables``, ``missing`` lists their names, ``str()`` is the one message."""
 
     def __init__(self, missing: list[str], template_name: str = "template") -> None:
         self.missing = sorted(missing)
         super().__init__(
-            f"{template_name} needs variables {', '.join(self.missing)}; pass them in `variables`"
+            f"{template_name} needs variables {', '.join(self.missing)}; pass them in `variables`",
+            field="variables",
         )
 
 

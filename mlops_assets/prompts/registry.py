@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from mlops_assets.errors import Conflict, InvalidInput, MessageError, NotFound
 from mlops_assets.prompts.library import ModelParameters, PromptTemplate, content_hash
 from mlops_assets.models.tags import ALIAS_PRODUCTION, TAG_APPROVAL_STATE
 
@@ -35,12 +36,26 @@ APPROVED = "APPROVED"
 ClientLike = MlflowClient | str | None  # a client, or a tracking URI (None: MLFLOW_TRACKING_URI)
 
 
-class PromptRegistryError(ValueError):
-    """A prompt-registry request was refused or cannot be served; ``field`` names the culprit."""
+class PromptRegistryError(MessageError):
+    """A prompt-registry request was refused or cannot be served: catch this for all three; each raise is
+    one of the subclasses below, one vocabulary type each. ``field`` names the culprit, ``reasons`` hold
+    the one message, and ``str()`` is that message."""
 
-    def __init__(self, message: str, *, field: str | None = None) -> None:
-        super().__init__(message)
-        self.field = field
+    def __init__(self, message: str, *, field: str) -> None:
+        super().__init__(field, message)
+
+
+class PromptStateInvalid(PromptRegistryError, InvalidInput):
+    """An approval state outside ``PROMPT_STATES`` (HTTP 422, CLI exit 2)."""
+
+
+class PromptNotFound(PromptRegistryError, NotFound):
+    """The prompt version, or the alias to resolve, is not in the registry (HTTP 404, CLI exit 3)."""
+
+
+class PromptNotApproved(PromptRegistryError, Conflict):
+    """The version's mirrored ``approval.state`` is not APPROVED, so the alias may not point there
+    (HTTP 409, CLI exit 4)."""
 
 
 class SyncResult(NamedTuple):
@@ -79,7 +94,7 @@ def _client(client_or_uri: ClientLike) -> MlflowClient:
 def _state(state: Any) -> str:
     value = str(getattr(state, "value", state)).upper()
     if value not in PROMPT_STATES:
-        raise PromptRegistryError(
+        raise PromptStateInvalid(
             f"state must be one of {', '.join(PROMPT_STATES)}, got {state!r}", field="state"
         )
     return value
@@ -188,7 +203,7 @@ def get_prompt_version(client_or_uri: ClientLike, name: str, mlflow_version: int
     try:
         return _registered(_client(client_or_uri).get_prompt_version(name, str(mlflow_version)))
     except MlflowException as exc:
-        raise PromptRegistryError(
+        raise PromptNotFound(
             f"prompt {name!r} version {mlflow_version} is not in the registry; run the prompt sync first "
             f"({exc.message})", field="mlflow_version",
         ) from None
@@ -204,12 +219,12 @@ def set_production_alias(
 ) -> int | None:
     """Point ``prompts:/<name>@<alias>`` at ``mlflow_version``; returns the previous version, if any.
 
-    Refuses (``PromptRegistryError``) unless the version's mirrored ``approval.state`` is APPROVED.
+    Refuses (``PromptNotApproved``, a ``Conflict``) unless the version's mirrored ``approval.state`` is APPROVED.
     """
     client = _client(client_or_uri)
     target = get_prompt_version(client, name, mlflow_version)
     if require_approved and target.state != APPROVED:
-        raise PromptRegistryError(
+        raise PromptNotApproved(
             f"prompt {name!r} version {mlflow_version} has approval.state={target.state!r}; approve it "
             f"(and sync the state) before moving alias {alias!r}", field="approval.state",
         )
@@ -238,13 +253,13 @@ def load_production_prompt(
     try:
         version = client.load_prompt(f"prompts:/{name}@{alias}", cache_ttl_seconds=0)
     except MlflowException as exc:
-        raise PromptRegistryError(
+        raise PromptNotFound(
             f"cannot resolve prompts:/{name}@{alias}: {exc.message}. Sync the prompt and promote an "
             f"approved version to {alias!r} first", field="alias",
         ) from None
     prompt = _registered(version)
     if require_approved and prompt.state != APPROVED:
-        raise PromptRegistryError(
+        raise PromptNotApproved(
             f"prompts:/{name}@{alias} points at version {prompt.mlflow_version} whose approval.state is "
             f"{prompt.state!r}; roll the alias back to an approved version", field="approval.state",
         )

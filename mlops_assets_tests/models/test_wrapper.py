@@ -18,7 +18,10 @@ from mlops_assets.models.wrapper import (
     resolve_wrapper_name,
     wrapper_class,
 )
+from mlops_assets.errors import InvalidInput
 from mlops_assets_tests.models.conftest import MODEL_NAME
+from mlops_assets_tests.monitoring.test_replay import MODEL as REPLAY_MODEL
+from mlops_assets_tests.monitoring.test_replay import World, served, world  # noqa: F401 - the replay's fixtures
 
 
 class _NoPredict:
@@ -42,7 +45,8 @@ def test_wrapper_registry_names_the_llm_plug_in_and_refuses_unknown_names():
     assert wrapper_class("lightning") is PytorchLightningWrapper
     with pytest.raises(ModelInputError, match="WRAPPER_IMPORT_PATHS") as err:
         wrapper_class("sklearn-pipeline")
-    assert err.value.field == "wrapper"
+    assert err.value.field == "wrapper" and isinstance(err.value, InvalidInput)
+    assert str(err.value).startswith("wrapper: unknown wrapper 'sklearn-pipeline'")
     WRAPPER_IMPORT_PATHS["custom-test"] = "mlops_assets.models.wrapper:PyfuncWrapper"
     try:
         assert wrapper_class("custom-test") is PyfuncWrapper
@@ -117,3 +121,42 @@ def test_pyfunc_output_frame_in_our_convention():
     frame = pd.DataFrame({"prediction": [1, 0], "probability": [0.9, 0.4]})
     pred = PyfuncWrapper()._interpret(frame)
     assert pred.predictions.tolist() == [1, 0] and pred.probabilities.tolist() == [0.9, 0.4]
+
+
+def test_a_version_naming_an_unknown_wrapper_is_invalid_input_over_http_and_the_cli(
+        world: World, served: dict, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811 - fixtures
+    """The ModelInputError of ``load_wrapper`` (an InvalidInput) is answered by type, on the replay tests'
+    served requests: the management app's explanation route says 422 with its field and reasons, and
+    ``mlops replay`` exits 2 with one line."""
+    from fastapi.testclient import TestClient
+    from typer.testing import CliRunner
+
+    from mlops_assets.cli import app
+    from mlops_assets.models.tags import TAG_WRAPPER
+    from mlops_assets.monitoring.replay import replay
+    from mlops_assets.settings import get_settings
+    from serving.management.main import create_app
+
+    client = world.client()
+    original = client.get_model_version(REPLAY_MODEL, world.version).tags[TAG_WRAPPER]
+    client.set_model_version_tag(REPLAY_MODEL, world.version, TAG_WRAPPER, "sklearn-pipeline")
+    monkeypatch.setenv("MLOPS_CONFIG", str(world.config_path))
+    monkeypatch.setenv("MLOPS_HOME", str(world.settings.home))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", world.settings.mlflow_tracking_uri)
+    get_settings.cache_clear()
+    try:
+        with TestClient(create_app(world.settings)) as api:
+            r = api.get("/api/v1/ml/evaluation/explanations/req-one")
+        assert r.status_code == 422, r.text
+        body = r.json()
+        assert body["field"] == "wrapper" and "'sklearn-pipeline'" in body["reasons"][0], body
+        assert "WRAPPER_IMPORT_PATHS" in body["detail"]
+
+        result = CliRunner().invoke(app, ["replay", "req-one"])
+        assert result.exit_code == 2, result.output  # InvalidInput's exit code
+        assert result.stderr.startswith("error: wrapper: unknown wrapper 'sklearn-pipeline'"), result.stderr
+        assert "Traceback" not in result.output
+    finally:
+        client.set_model_version_tag(REPLAY_MODEL, world.version, TAG_WRAPPER, original)
+        get_settings.cache_clear()
+    assert replay("req-one", world.settings, client).reproduced

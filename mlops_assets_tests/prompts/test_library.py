@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mlops_assets.errors import InvalidInput
 from mlops_assets.prompts.library import (
     MissingVariablesError,
     PromptLibraryError,
@@ -63,6 +64,27 @@ def test_render_fills_placeholders_and_names_missing_variables() -> None:
         render(template, {"greeting": "hello"})
     assert err.value.missing == ["name"]
     assert "tiny@0.1.0" in str(err.value) and "name" in str(err.value)
+    assert isinstance(err.value, InvalidInput) and err.value.field == "variables"
+    assert err.value.reasons == [str(err.value)]
+
+
+def test_a_missing_variable_exits_with_the_invalid_input_code() -> None:
+    """The CLI's one error handler answers MissingVariablesError by its type: exit 2, one line."""
+    import typer
+    from typer.testing import CliRunner
+
+    from mlops_assets.cli_common import handles_errors
+
+    app = typer.Typer()
+
+    @app.command()
+    @handles_errors
+    def run(greeting: str) -> None:
+        typer.echo(render(parse_template(_minimal()), {"greeting": greeting}))
+
+    result = CliRunner().invoke(app, ["hello"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: variables: prompt template tiny@0.1.0 needs variables name;")
 
 
 def test_content_hash_is_stable_and_changes_with_any_field() -> None:

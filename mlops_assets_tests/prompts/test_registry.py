@@ -10,7 +10,10 @@ from mlflow import MlflowClient
 from mlops_assets.prompts.registry import (
     TAG_CONTENT_HASH,
     TAG_SEMVER,
+    PromptNotApproved,
+    PromptNotFound,
     PromptRegistryError,
+    PromptStateInvalid,
     current_alias_version,
     list_prompt_versions,
     load_production_prompt,
@@ -20,6 +23,7 @@ from mlops_assets.prompts.registry import (
 )
 from mlops_assets.prompts.library import content_hash, load_library
 from mlops_assets.models.tags import TAG_APPROVAL_STATE
+from mlops_assets.errors import Conflict, InvalidInput, NotFound
 
 LIBRARY = Path(__file__).resolve().parents[2] / "prompts"
 
@@ -95,3 +99,40 @@ def test_bad_state_and_unknown_version_are_named(tracking_uri: str) -> None:
     with pytest.raises(PromptRegistryError, match="version 7 is not in the registry"):
         set_production_alias(tracking_uri, "state_prompt", 7)
     assert list_prompt_versions(tracking_uri, "never_synced") == []
+
+
+def test_each_refusal_is_one_vocabulary_type_and_the_cli_exits_with_its_code(tracking_uri: str) -> None:
+    """Not-found, not-approved and a bad state are NotFound / Conflict / InvalidInput (still all
+    ``PromptRegistryError``); a command wrapped by the CLI's one error handler exits 3 / 4 / 2 with
+    ``error: <field>: <message>``."""
+    import typer
+    from typer.testing import CliRunner
+
+    from mlops_assets.cli_common import handles_errors
+
+    sync_prompt(tracking_uri, _template("typed_prompt"), "IN_REVIEW")
+    calls = {
+        "missing": lambda: set_production_alias(tracking_uri, "typed_prompt", 9),
+        "unapproved": lambda: set_production_alias(tracking_uri, "typed_prompt", 1),
+        "no-alias": lambda: load_production_prompt(tracking_uri, "typed_prompt"),
+        "bad-state": lambda: set_prompt_state(tracking_uri, "typed_prompt", 1, "MAYBE"),
+    }
+    expected = {"missing": (PromptNotFound, NotFound, "mlflow_version", 3),
+                "unapproved": (PromptNotApproved, Conflict, "approval.state", 4),
+                "no-alias": (PromptNotFound, NotFound, "alias", 3),
+                "bad-state": (PromptStateInvalid, InvalidInput, "state", 2)}
+    app = typer.Typer()
+
+    @app.command()
+    @handles_errors
+    def run(which: str) -> None:
+        calls[which]()
+
+    for which, (kind, vocabulary, field, code) in expected.items():
+        with pytest.raises(kind) as err:
+            calls[which]()
+        assert isinstance(err.value, PromptRegistryError) and isinstance(err.value, vocabulary)
+        assert err.value.field == field and err.value.reasons == [str(err.value)]
+        result = CliRunner().invoke(app, [which])
+        assert result.exit_code == code, (which, result.output)
+        assert result.stderr == " ".join(f"error: {field}: {err.value}".split()) + "\n", result.stderr

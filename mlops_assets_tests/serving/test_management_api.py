@@ -343,7 +343,9 @@ def test_prompt_review_workflow_over_http(mgmt: Mgmt) -> None:
         path = f"{base}/market_narrative/{version}"
         rendered = api.post(f"{path}/test", json={})
         assert rendered.status_code == 200 and "{{" not in rendered.json()["rendered"]
-        assert api.post(f"{path}/test", json={"variables": {"symbol": "AAA"}}).status_code == 422  # names missing
+        missing = api.post(f"{path}/test", json={"variables": {"symbol": "AAA"}})  # MissingVariablesError
+        assert missing.status_code == 422 and missing.json()["field"] == "variables", missing.text
+        assert "needs variables" in missing.json()["reasons"][0] and missing.json()["detail"]
         r = api.post(f"{path}/submit", headers=ADMIN, json={"comment": "weekly narrative v1"}, timeout=180)
         assert r.status_code == 200, r.text
         assert r.json()["decision"]["state"] == "IN_REVIEW" and r.json()["evaluation"]["passed"]
