@@ -69,14 +69,15 @@ def main(argv: list[str] | None = None) -> int:
     from mlops_assets.features.online import OnlineFeatureStore, online_retention, write_online_snapshot
     from mlops_assets.features.views import FeatureDef, FeatureView
     from mlops_assets.models.lightning import TrainConfig
-    from mlops_assets.models.registry import train_and_register
+    from mlops_assets.models.registration import train_and_register
     from mlops_assets.monitoring.replay import Replayer
     from mlops_assets.settings import load_settings
     from mlops_assets.stores import mlflow_client
     from mlops_assets_tests.models.synthetic import make_dataset
     from serving.inference.loaded import LoadedModel, OnlineVectors, load_model
     from serving.inference.payload import build_matrix, parse_payload
-    from serving.inference.predlog import LogRecord, PredictionLog
+    from serving.inference.predlog import PredictionLog
+    from serving.inference.predlog_format import LogRecord
 
     with tempfile.TemporaryDirectory(prefix="replay-bench-") as tmp:
         home = Path(tmp)

@@ -22,7 +22,8 @@ from mlops_assets.monitoring.served import (
     list_closed_segments,
     read_closed_segments,
 )
-from serving.inference.predlog import LogRecord, PredictionLog
+from serving.inference.predlog import PredictionLog
+from serving.inference.predlog_format import LogRecord
 
 FEATURES = ("f0", "f1", "prediction")  # a feature named like a log column gets a prefix when read
 

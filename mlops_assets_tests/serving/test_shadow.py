@@ -16,7 +16,8 @@ import pytest
 from mlops_assets.monitoring.served import SHADOW_PREFIX, list_closed_segments, read_closed_segments
 from mlops_assets.monitoring.shadow import compare_shadow
 from mlops_assets_tests.serving.conftest import ThreadedServer, World, copy_version, wait_ready, wait_until
-from serving.inference.predlog import LogRecord, PredictionLog
+from serving.inference.predlog import PredictionLog
+from serving.inference.predlog_format import LogRecord
 from serving.inference.predlog_shadow import ShadowConfig
 
 NAME = "shadow_direction"

@@ -29,18 +29,14 @@ scores every closed segment with that alias's model and writes the sibling ``sha
 shadow rows and are counted as missing.
 
 Without ``start()`` (tests, scripts) there is no writer process and ``flush()`` writes in the calling
-thread. The records themselves (``LogRecord``, ``pack``, ``packed_to_frame``): ``predlog_format.py``.
+thread. The records themselves (``LogRecord``, ``pack``, ``packed_to_frame``): ``predlog_format.py``;
+the pipe to the writer process (starting it, framing, acknowledgements): ``predlog_pipe.py``.
 """
 
 from __future__ import annotations
 
-import fcntl
-import json
 import logging
 import os
-import pickle
-import select
-import subprocess
 import sys
 import threading
 import time
@@ -51,12 +47,10 @@ from typing import Any
 from mlops_assets.data.segments import SegmentError, process_token
 from mlops_assets.monitoring.served import write_segment
 from serving.inference.predlog_format import LogRecord, Packed, pack, packed_to_frame, rows_of, segment_name
+from serving.inference.predlog_pipe import WAIT_SECONDS, WriterPipe
 from serving.inference.predlog_shadow import ShadowConfig
-from serving.inference.predlog_writer import HEADER, lower_priority
 
 log = logging.getLogger(__name__)
-PIPE_BYTES = 1 << 20  # the writer's pipe (the default unprivileged maximum): ~5,000 packed requests
-WAIT_SECONDS = 30.0  # how long flush() and close() wait for the writer process
 
 
 class PredictionLog:
@@ -88,30 +82,27 @@ class PredictionLog:
         self._held: list[Packed] = []  # taken off the queue, not yet handed on
         self._held_rows = 0
         self._held_since = 0.0
-        # the writer process, and the frame it has not taken yet
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._reader: threading.Thread | None = None
-        self._fd = -1
-        self._outbox: memoryview | None = None
-        self._outbox_records: list[Packed] = []
-        self._blocked_since: float | None = None
-        self._open_rows, self._open_since = 0, 0.0  # handed to the writer since its last close
-        self._counts = threading.Condition()  # guards the counters and acknowledgements below
-        self._acked_rows = 0
-        self._acks: dict[int, dict[str, Any]] = {}
-        self._reader_done = False
+        self._pipe: WriterPipe | None = None  # the writer process, while it runs
+        self._counts = threading.Condition()  # guards the counters below and the pipe's acknowledgements
+        self._sent_before = 0  # rows handed to writer processes that are gone
         self.segments_written = 0
         self.rows_written = 0
         self.rows_dropped = 0
         self.local_segments = 0  # written by this process (the fallback)
-        self.rows_sent = 0  # handed to the writer process
         self._starved_writes, self._starved_logged = 0, -1e9
         self.writer_priority = ""  # "idle" (SCHED_IDLE), "nice" (19) or "normal"
 
     @property
     def writer_pid(self) -> int | None:
         """The writer process's pid while it runs."""
-        return self._proc.pid if self._proc is not None else None
+        pipe = self._pipe
+        return pipe.pid if pipe is not None else None
+
+    @property
+    def rows_sent(self) -> int:
+        """Rows handed to the writer process."""
+        pipe = self._pipe
+        return self._sent_before + (pipe.rows_sent if pipe is not None else 0)
 
     def append(self, record: LogRecord) -> None:
         """Pack ``record`` and queue it (O(1), on the request path)."""
@@ -127,8 +118,11 @@ class PredictionLog:
     def start(self) -> PredictionLog:
         """Start the writer process and the flusher thread."""
         if self._thread is None:
-            if self._proc is None:
-                self._start_writer()
+            if self._pipe is None:
+                self._pipe = WriterPipe.open(self.python, self.log_dir, self._token, self.shadow,
+                                             self._counts, self._tally)
+                if self._pipe is not None:
+                    self.writer_priority = self._pipe.priority
             self._stop.clear()
             self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
             self._thread.start()
@@ -160,20 +154,14 @@ class PredictionLog:
         records, self._held, self._held_rows = self._held, [], 0
         return records
 
-    def _take_back_outbox(self) -> None:
-        """The unsent frame's records go back to ``_held`` (the writer never read that frame)."""
-        self._held = self._outbox_records + self._held
-        self._held_rows += rows_of(self._outbox_records)
-        self._outbox, self._outbox_records, self._blocked_since = None, [], None
-
     def _tick(self) -> None:
         """One pass of the flusher: hand what is queued to the writer, or write a segment here."""
         self._take()
-        if self._proc is not None and self._reader_done:  # its output ended: the writer is gone
+        if self._pipe is not None and self._pipe.reader_done:  # its output ended: the writer is gone
             self._writer_died("it exited")
-        if self._proc is not None:
+        if self._pipe is not None:
             taken = self._push()
-            if self._proc is not None:  # (a broken pipe retires the writer: then write here, below)
+            if self._pipe is not None:  # (a broken pipe retires the writer: then write here, below)
                 self._hand_over() if taken else self._relieve_starved_writer()
                 return
         if self._held_due():
@@ -185,10 +173,12 @@ class PredictionLog:
 
     def _hand_over(self) -> None:
         """Send what is held to the writer, closing the open segment when it is due."""
-        if not self._held and not self._open_rows:
+        pipe = self._pipe
+        assert pipe is not None
+        if not self._held and not pipe.open_rows:
             return
-        since = self._open_since if self._open_rows else self._held_since
-        due = (self._open_rows + self._held_rows >= self.flush_rows
+        since = pipe.open_since if pipe.open_rows else self._held_since
+        due = (pipe.open_rows + self._held_rows >= self.flush_rows
                or time.monotonic() - since >= self.flush_seconds)
         if self._held or due:
             self._send(close=due)
@@ -197,7 +187,8 @@ class PredictionLog:
     def _relieve_starved_writer(self) -> None:
         """The writer has not taken the last frame for ``flush_seconds``: write what is due here, so
         this process's memory stays bounded (a worker saturating its core starves an idle process)."""
-        if self._blocked_since is None or time.monotonic() - self._blocked_since < self.flush_seconds:
+        blocked_since = self._pipe.blocked_since if self._pipe is not None else None
+        if blocked_since is None or time.monotonic() - blocked_since < self.flush_seconds:
             return
         if not self._held_due():
             return
@@ -214,13 +205,13 @@ class PredictionLog:
         """Close a segment with everything logged so far and return its path (None: nothing to write)."""
         with self._lock:
             self._take()
-            if self._proc is not None and self._push(wait=WAIT_SECONDS) and self._proc is not None:
-                if not self._held and not self._open_rows:
+            if self._pipe is not None and self._push(wait=WAIT_SECONDS) and self._pipe is not None:
+                if not self._held and not self._pipe.open_rows:
                     return None
                 seq = self._send(close=True)
-                if self._push(wait=WAIT_SECONDS) and self._proc is not None:
-                    ack = self._ack(seq)
-                    if ack is None and self._reader_done:
+                if self._push(wait=WAIT_SECONDS) and self._pipe is not None:
+                    ack = self._pipe.ack(seq)
+                    if ack is None and self._pipe.reader_done:
                         self._writer_died("it exited before confirming the segment")
                         return self._write_local() if self._held else None
                     if ack is None:
@@ -230,23 +221,11 @@ class PredictionLog:
                     if "error" in ack:
                         raise SegmentError(ack["error"])
                     return self.log_dir / ack["segment"] if ack["segment"] else None
-            if self._proc is not None:  # it took nothing for WAIT_SECONDS: stop feeding it
+            if self._pipe is not None:  # it took nothing for WAIT_SECONDS: stop feeding it
                 log.error("prediction-log: the writer process took nothing for %.0f s; it writes what it "
                           "holds and exits, and this process writes the rest", WAIT_SECONDS)
                 self._retire_writer()
             return self._write_local() if self._held else None
-
-    def _retire_writer(self) -> None:
-        """End the writer's input: it drops a frame cut short (those records are still here), writes
-        what it holds as its ``-eof`` segment and exits."""
-        proc, self._proc = self._proc, None
-        if proc is not None and proc.stdin is not None:
-            try:
-                proc.stdin.close()
-            except OSError:
-                pass
-        self._take_back_outbox()
-        self._open_rows = 0
 
     def close(self) -> None:
         """Stop the flusher, write what is left and let the writer process finish (at shutdown)."""
@@ -259,18 +238,9 @@ class PredictionLog:
             self.flush()
         except Exception:
             log.exception("prediction-log: final flush failed")
-        proc = self._proc
-        if proc is not None:
-            self._proc = None
-            assert proc.stdin is not None
-            proc.stdin.close()  # end of input: the writer writes anything left and exits
-            try:
-                proc.wait(timeout=WAIT_SECONDS)
-            except subprocess.TimeoutExpired:
-                log.error("prediction-log: the writer process (pid %d) is still busy after %.0f s",
-                          proc.pid, WAIT_SECONDS)
-            if self._reader is not None:
-                self._reader.join(timeout=1.0)
+        pipe = self._drop_pipe()
+        if pipe is not None:
+            pipe.finish()  # end of input: the writer writes anything left and exits
 
     def __enter__(self) -> PredictionLog:
         return self
@@ -298,130 +268,74 @@ class PredictionLog:
                 self.shadow_rows_missing += rows
         return path
 
-    # -- the writer process -----------------------------------------------------------------------
-    def _start_writer(self) -> None:
-        root = str(Path(__file__).resolve().parents[2])  # the project root, so the writer imports this tree
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-        try:
-            proc = subprocess.Popen(
-                [self.python, "-m", "serving.inference.predlog_writer", str(self.log_dir), self._token,
-                 str(os.getpid()), *([self.shadow.to_json()] if self.shadow is not None else [])],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True)
-        except OSError as exc:
-            log.error("prediction-log: cannot start the writer process (%s); writing segments here", exc)
-            return
-        self.writer_priority = lower_priority(proc.pid)
-        assert proc.stdin is not None
-        self._fd = proc.stdin.fileno()
-        os.set_blocking(self._fd, False)
-        try:
-            fcntl.fcntl(self._fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)  # type: ignore[attr-defined]
-        except (AttributeError, OSError):  # not Linux, or over the host's limit: the default is fine
-            pass
-        self._proc, self._reader_done = proc, False
-        self._reader = threading.Thread(target=self._read_acks, args=(proc,), name="prediction-log-acks",
-                                        daemon=True)
-        self._reader.start()
-
+    # -- handing over to the writer process -------------------------------------------------------
     def _send(self, close: bool) -> int | None:
         """Frame ``_held`` (closing the segment when ``close``) for the writer; returns the close's seq."""
-        records = self._release()
+        assert self._pipe is not None
+        since, records = self._held_since, self._release()
         seq = None
         if close:
             self._seq += 1
             seq = self._seq
-        payload = pickle.dumps((records, seq), protocol=pickle.HIGHEST_PROTOCOL)
-        self._outbox = memoryview(HEADER.pack(len(payload)) + payload)
-        self._outbox_records = records
-        rows = rows_of(records)
-        if close:
-            self._open_rows = 0
-        else:
-            if not self._open_rows:
-                self._open_since = self._held_since
-            self._open_rows += rows
+        self._pipe.send(records, seq, since)
         return seq
 
     def _push(self, wait: float = 0.0) -> bool:
-        """Write the pending frame without blocking (or for up to ``wait`` s); True once it is all taken."""
-        deadline = time.monotonic() + wait
-        while self._outbox is not None and self._proc is not None:
-            try:
-                n = os.write(self._fd, self._outbox)
-            except BlockingIOError:
-                if self._blocked_since is None:
-                    self._blocked_since = time.monotonic()
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                select.select([], [self._fd], [], min(left, 0.1))
-                continue
-            except OSError as exc:  # broken pipe: the writer is gone
-                self._writer_died(exc)
-                return True
-            if n < len(self._outbox):
-                self._outbox = self._outbox[n:]
-                continue
-            self.rows_sent += rows_of(self._outbox_records)
-            self._outbox, self._outbox_records, self._blocked_since = None, [], None
-        return True
+        """Write the pending frame (see ``WriterPipe.push``); True once it is all taken, or when the
+        pipe broke (the writer is then retired and this process writes from now on)."""
+        pipe = self._pipe
+        if pipe is None:
+            return True
+        try:
+            return pipe.push(wait)
+        except OSError as exc:  # broken pipe: the writer is gone
+            self._writer_died(exc)
+            return True
+
+    def _drop_pipe(self) -> WriterPipe | None:
+        """Forget the writer process (its rows sent stay counted)."""
+        pipe, self._pipe = self._pipe, None
+        if pipe is not None:
+            self._sent_before += pipe.rows_sent
+        return pipe
+
+    def _take_back(self, pipe: WriterPipe) -> None:
+        """The unsent frame's records go back to ``_held`` (the writer never read that frame)."""
+        records = pipe.unsent()
+        self._held = records + self._held
+        self._held_rows += rows_of(records)
+
+    def _retire_writer(self) -> None:
+        """End the writer's input: it drops a frame cut short (those records are still here), writes
+        what it holds as its ``-eof`` segment and exits."""
+        pipe = self._drop_pipe()
+        if pipe is not None:
+            pipe.close_input()
+            self._take_back(pipe)
 
     def _writer_died(self, exc: BaseException | str) -> None:
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-            if self._reader is not None:
-                self._reader.join(timeout=5)  # take its last acknowledgements
+        pipe = self._drop_pipe()
+        lost = pipe.reap() if pipe is not None else 0
         with self._counts:
-            lost = max(self.rows_sent - self._acked_rows, 0)
             self.rows_dropped += lost
         log.error("prediction-log: the writer process stopped (%s); %d rows it held are lost; "
                   "writing segments in this process from now on", exc, lost)
-        self._take_back_outbox()
-        self._open_rows = 0
+        if pipe is not None:
+            self._take_back(pipe)
 
-    def _read_acks(self, proc: subprocess.Popen[bytes]) -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            try:
-                ack = json.loads(line)
-            except ValueError:
-                continue
-            with self._counts:
-                if "shadow" in ack or "shadow_version" in ack:
-                    self._shadow_ack(ack)
-                    continue
-                self._acked_rows += ack["rows"]
-                if "error" in ack:
-                    self.rows_dropped += ack["rows"]
-                    log.error("prediction-log: segment %s failed: %s", ack["seq"], ack["error"])
-                elif ack.get("segment"):
-                    self.segments_written += 1
-                    self.rows_written += ack["rows"]
-                self._acks[ack["seq"]] = ack
-                for old in [s for s in self._acks if s < ack["seq"] - 64]:
-                    del self._acks[old]
-                self._counts.notify_all()
-        with self._counts:
-            self._reader_done = True
-            self._counts.notify_all()
-
-    def _shadow_ack(self, ack: dict[str, Any]) -> None:
-        """Count what the writer reports of shadow scoring (under ``_counts``)."""
+    def _tally(self, ack: dict[str, Any]) -> None:
+        """Count one acknowledgement of the writer process (the pipe's reader thread, under ``_counts``)."""
         if "shadow_version" in ack:
             self.shadow_version = ack["shadow_version"]
-        elif "segment" in ack:
-            self.shadow_rows_written += ack["rows"]
-        else:
-            self.shadow_rows_missing += ack.get("missing", 0)
-            self.shadow_problem = ack.get("reason")
-        self._counts.notify_all()
-
-    def _ack(self, seq: int | None) -> dict[str, Any] | None:
-        with self._counts:
-            self._counts.wait_for(lambda: seq in self._acks or self._reader_done, timeout=WAIT_SECONDS)
-            return self._acks.get(seq) if seq is not None else None
+        elif "shadow" in ack:
+            if "segment" in ack:
+                self.shadow_rows_written += ack["rows"]
+            else:
+                self.shadow_rows_missing += ack.get("missing", 0)
+                self.shadow_problem = ack.get("reason")
+        elif "error" in ack:
+            self.rows_dropped += ack["rows"]
+            log.error("prediction-log: segment %s failed: %s", ack["seq"], ack["error"])
+        elif ack.get("segment"):
+            self.segments_written += 1
+            self.rows_written += ack["rows"]

@@ -27,7 +27,8 @@ from mlops_assets.prompts.usage import UsageRecord
 from mlops_assets.settings import Settings
 from serving.auth import KeyRing
 from serving.inference.payload import PayloadError, build_matrix, parse_payload
-from serving.inference.predlog import LogRecord, PredictionLog
+from serving.inference.predlog import PredictionLog
+from serving.inference.predlog_format import LogRecord
 from serving.inference.predlog_shadow import ShadowConfig
 from serving.inference.runtime import Runtime, RuntimeConfig
 from serving.inference.state import choose
