@@ -37,7 +37,7 @@ def _build_home(home: Path, config: Path) -> dict:
     from mlops_assets.features.online import write_online_snapshot
     from mlops_assets.features.views import FeatureDef, FeatureView
     from mlops_assets.models.promotion import approve, promote
-    from mlops_assets.models.registry import apply_gate, train_and_register
+    from mlops_assets.models.registration import apply_gate, train_and_register
     from mlops_assets_tests.models.synthetic import make_dataset
 
     s = load_settings(env=_env(home, config))
@@ -86,7 +86,7 @@ def _tables(s) -> dict[str, pl.DataFrame]:
 
 def test_backup_and_restore_round_trip_into_a_fresh_home(tmp_path: Path, monkeypatch) -> None:
     from mlops_assets import stores
-    from mlops_assets.backup import BackupError, read_backup_manifest, restore_home
+    from mlops_assets.backup import BackupError, BackupInvalid, read_backup_manifest, restore_home
     from mlops_assets.cli import app
     from mlops_assets.features.atomic import read_published
     from mlops_assets.features.online import SNAPSHOT_NAME
@@ -150,7 +150,7 @@ def test_backup_and_restore_round_trip_into_a_fresh_home(tmp_path: Path, monkeyp
 
     # a non-empty home is refused, then moved aside with --force
     result = runner.invoke(app, ["restore", str(archive)])
-    assert result.exit_code == 1 and "not empty" in result.output
+    assert result.exit_code == 4 and "error: home: " in result.output and "not empty" in result.output  # a Conflict
     store.append_audit("carol", "test.after_restore", "test", "x")  # the anchor moves past the backup
     result = runner.invoke(app, ["restore", str(archive), "--force"])
     assert result.exit_code == 0, result.output
@@ -173,7 +173,8 @@ def test_backup_and_restore_round_trip_into_a_fresh_home(tmp_path: Path, monkeyp
             if member.name == "home/governance.db":
                 data = data[:-1] + bytes([data[-1] ^ 1])
             dst.addfile(member, io.BytesIO(data) if data is not None else None)
-    with pytest.raises(BackupError, match="checksum"):
+    with pytest.raises(BackupError, match="checksum") as err:
         restore_home(tampered, tmp_path / "site-c" / "home")
+    assert isinstance(err.value, BackupInvalid) and err.value.field == "archive"  # an InvalidInput
     assert not (tmp_path / "site-c" / "home").exists()
     get_settings.cache_clear()
