@@ -220,7 +220,7 @@ def import_model(source_uri: Annotated[str, typer.Argument(help="runs:/<id>/mode
     """Register an MLflow pyfunc model trained elsewhere as a new version.
 
     It is then evaluated and approved like a trained one (the model_version_sensor picks it up)."""
-    from mlops_assets.models.registry import import_external_model
+    from mlops_assets.models.registration import import_external_model
 
     s, client, _ = _context()
     registered = import_external_model(client, source_uri, s.model.name, registered_by=actor(by), task_type=task_type,
@@ -246,10 +246,11 @@ def canary(first: Annotated[str, typer.Argument(metavar="NAME | status NAME | st
     failing canary back (audited, actor platform) and marks a held one ready; promoting stays
     `mlops models promote`."""
     from mlops_assets.monitoring import canary as C
+    from mlops_assets.monitoring.canary_guardrails import CanaryPolicy
     from mlops_assets.models.gates import gate_policy
 
     s, client, store = _context()
-    policy, aliases = C.CanaryPolicy.from_settings(s), C.Aliases.from_settings(s)
+    policy, aliases = CanaryPolicy.from_settings(s), C.Aliases.from_settings(s)
     if first == "status":
         out = C.status(client, store, second, s.serving_log_dir, policy, aliases)
         if as_json:
