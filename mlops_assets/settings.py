@@ -111,7 +111,7 @@ class EvaluationSettings(_Section):
     min_deflated_sharpe: float | None = Field(0.95, ge=0, le=1)
     ic_min_symbols: int = Field(5, ge=3, le=10_000)
     pbo_max_candidates: int = Field(10, ge=0, le=200)
-    # canary guardrails (mlops_assets/monitoring/canary.py; docs/operations.md "Canary"): judged every
+    # canary guardrails (mlops_assets/monitoring/canary_guardrails.py; docs/operations.md "Canary"): judged every
     # canary_check_seconds over the last canary_window_seconds of the prediction log, canary rows against
     # champion rows of the same window, once each side has canary_min_requests requests
     canary_max_share: float = Field(0.5, gt=0, le=1)  # the largest --share a canary may take

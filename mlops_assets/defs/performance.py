@@ -1,6 +1,8 @@
 """Live performance: served predictions joined with their realised outcomes, one partition per day of
 serving, and the sensor that turns a significant fall below a version's own evaluation into a
-performance episode (an alert and one retraining run). The logic is in ``monitoring/performance.py``.
+performance episode (an alert and one retraining run). The logic is in ``monitoring/``:
+``live_outcomes.py`` (the join), ``live_metrics.py`` (the metrics) and ``performance.py`` (the test and
+the episode).
 """
 
 import datetime as dt

@@ -220,7 +220,7 @@ class PyfuncWrapper:
     def train(self, data: "pl.DataFrame", config: Any) -> TrainResult:
         raise NotImplementedError(
             "PyfuncWrapper serves models trained elsewhere; train with PytorchLightningWrapper "
-            "or import a trained model with registry.import_external_model"
+            "or import a trained model with `mlops models import` (models.registration.import_external_model)"
         )
 
     def load(self, model_uri: str) -> None:

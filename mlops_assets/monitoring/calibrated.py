@@ -64,7 +64,7 @@ import polars as pl
 from scipy import stats
 
 from mlops_assets.errors import InvalidInput
-from mlops_assets.monitoring.calibrated_profile import CalibratedProfile, _as_polars, _column_values, _threads
+from mlops_assets.monitoring.calibrated_profile import CalibratedProfile, as_polars, column_values, map_threads
 from mlops_assets.monitoring.columns import Frame
 
 PER_COLUMN_SCHEMA: dict[str, pl.DataType] = {
@@ -133,7 +133,7 @@ def calibrated_drift(profile: CalibratedProfile, current: Frame, *, threshold_sh
     """The calibrated verdict of ``current`` against a built profile (see the module docstring)."""
     if isinstance(threshold_share, bool) or not 0.0 < float(threshold_share) <= 1.0:
         raise InvalidInput("threshold_share", f"must be in (0, 1], got {threshold_share!r}")
-    cur = _as_polars(current, "current")
+    cur = as_polars(current, "current")
     names = list(columns) if columns is not None else list(profile.features)
     missing = [c for c in names if c not in cur.columns]
     if missing:
@@ -143,7 +143,7 @@ def calibrated_drift(profile: CalibratedProfile, current: Frame, *, threshold_sh
         raise InvalidInput(unprofiled[0], "is not in the calibrated profile", "build the profile with it")
     def one(column: str) -> dict[str, Any]:
         feature = profile.features[column]
-        counts = feature.counts_of(_column_values(cur, column, feature.column_type == "numerical"))
+        counts = feature.counts_of(column_values(cur, column, feature.column_type == "numerical"))
         n_current = int(counts.sum())
         score = float(feature.scores(counts)[0]) if n_current else float("nan")
         return {"column": column, "column_type": feature.column_type, "statistic": feature.statistic,
@@ -151,7 +151,7 @@ def calibrated_drift(profile: CalibratedProfile, current: Frame, *, threshold_sh
                 "null_p95": float(np.quantile(feature.null, 0.95)) if len(feature.null) else float("nan"),
                 "n_reference": feature.n_reference, "n_current": n_current}
 
-    rows = _threads(one, names) if cur.height >= PARALLEL_ROWS else [one(c) for c in names]
+    rows = map_threads(one, names) if cur.height >= PARALLEL_ROWS else [one(c) for c in names]
     p_values = np.array([r["p_value"] for r in rows])
     q_values = stats.false_discovery_control(p_values, method="bh") if len(rows) else p_values
     alpha = profile.params.alpha

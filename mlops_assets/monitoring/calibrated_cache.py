@@ -17,7 +17,7 @@ from mlops_assets.monitoring.calibrated_profile import (
     CalibratedProfile,
     CalibrationParams,
     FeatureNull,
-    _as_polars,
+    as_polars,
     build_profile,
     fingerprint,
     profile_key,
@@ -78,7 +78,7 @@ def cached_profile(reference: Frame, window_days: int, types: dict[str, ColumnTy
                    ) -> CalibratedProfile:
     """The profile for this reference, window length and parameters: from ``cache_dir`` when it is there,
     else built (and stored there). ``cache_dir=None`` always builds."""
-    ref = _as_polars(reference, "reference")
+    ref = as_polars(reference, "reference")
     fp = fingerprint(ref, list(types), time_column)
     key = profile_key(fp, window_days, params, types)
     if cache_dir is not None:

@@ -154,7 +154,7 @@ class CalibratedProfile:
 # --- input handling -------------------------------------------------------------------------------------
 
 
-def _threads(func: Any, items: list[Any]) -> list[Any]:
+def map_threads(func: Any, items: list[Any]) -> list[Any]:
     """``[func(item) for item in items]`` in one thread per CPU (numpy releases the GIL in its loops)."""
     workers = min(len(items), os.cpu_count() or 1)
     if workers <= 1:
@@ -163,7 +163,7 @@ def _threads(func: Any, items: list[Any]) -> list[Any]:
         return list(pool.map(func, items))
 
 
-def _as_polars(frame: Frame, which: str) -> pl.DataFrame:
+def as_polars(frame: Frame, which: str) -> pl.DataFrame:
     if isinstance(frame, pl.DataFrame):
         return frame
     try:
@@ -202,7 +202,7 @@ def _category_codes(values: np.ndarray | pl.Series, categories: tuple[str, ...])
     return codes.to_numpy().astype(np.int64)
 
 
-def _column_values(df: pl.DataFrame, column: str, numerical: bool) -> np.ndarray | pl.Series:
+def column_values(df: pl.DataFrame, column: str, numerical: bool) -> np.ndarray | pl.Series:
     series = df.get_column(column)
     if numerical:
         if series.dtype == pl.Boolean:
@@ -319,7 +319,7 @@ def build_profile(reference: Frame, window_days: int, columns: Sequence[str] | N
     """Bin the reference and draw the null of every tested column for windows of ``window_days`` dates."""
     params = params or CalibrationParams()
     started = time.perf_counter()
-    ref = _as_polars(reference, "reference")
+    ref = as_polars(reference, "reference")
     if isinstance(window_days, bool) or not isinstance(window_days, int) or window_days < 1:
         raise InvalidInput("window_days", f"must be a positive integer, got {window_days!r}")
     if types is None:
@@ -334,10 +334,10 @@ def build_profile(reference: Frame, window_days: int, columns: Sequence[str] | N
     fp = fingerprint_ or fingerprint(ref, list(types), time_column)
     def one(item: tuple[str, ColumnType]) -> FeatureNull:
         column, kind = item
-        return _feature_null(column, kind, _column_values(ref, column, kind == ColumnType.NUMERICAL), dates,
+        return _feature_null(column, kind, column_values(ref, column, kind == ColumnType.NUMERICAL), dates,
                              n_dates, starts, lengths, params.n_bins)
 
-    features = dict(zip(types, _threads(one, list(types.items())), strict=True))
+    features = dict(zip(types, map_threads(one, list(types.items())), strict=True))
     return CalibratedProfile(key=profile_key(fp, window_days, params, types), fingerprint=fp,
                              window_days=window_days, block_days=block, params=params, features=features,
                              n_reference_rows=ref.height, n_reference_dates=n_dates,

@@ -20,7 +20,7 @@ from mlops_assets.monitoring.events import (
     EpisodeEvent,
     EpisodeOutcome,
     StoreEpisodeLog,
-    _as_utc,
+    as_utc,
     record_observation,
 )
 
@@ -46,7 +46,7 @@ def drift_tick(store: Any, policy: DriftPolicy, report: DriftObservation | None 
     (if any), in time order, through :func:`record_observation` over the governance store."""
     log = StoreEpisodeLog(store, actor)
     items: list[tuple[DriftObservation, str, Any | None]] = [
-        (DriftObservation(float(e.drifted_share), tuple(e.features), _as_utc(e.ts, "ts")), e.source, e.id)
+        (DriftObservation(float(e.drifted_share), tuple(e.features), as_utc(e.ts, "ts")), e.source, e.id)
         for e in pending_posted_events(store)
     ]
     if report is not None:
@@ -69,7 +69,7 @@ class MemoryEpisodeLog:
     def last_episode(self) -> EpisodeEvent | None:
         for event in reversed(self.events):
             if event["action"] == "retrain" and event["episode_id"]:
-                return EpisodeEvent(event["id"], _as_utc(event["ts"], "ts"), event["episode_id"],
+                return EpisodeEvent(event["id"], as_utc(event["ts"], "ts"), event["episode_id"],
                                     float(event["share"]), bool(event["resolved"]))
         return None
 

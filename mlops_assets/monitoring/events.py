@@ -73,7 +73,7 @@ class DriftObservation:
     @classmethod
     def from_result(cls, result: Any, ts: datetime | str) -> DriftObservation:
         """From a :class:`~mlops_assets.monitoring.drift.DriftResult` and the report's time."""
-        return cls(float(result.share_drifted), tuple(result.drifted_columns), _as_utc(ts, "ts"))
+        return cls(float(result.share_drifted), tuple(result.drifted_columns), as_utc(ts, "ts"))
 
     @classmethod
     def from_any(cls, value: DriftObservation | Mapping[str, Any]) -> DriftObservation:
@@ -89,7 +89,7 @@ class DriftObservation:
         if "ts" not in value:
             raise DriftInputError("current.ts", "is missing", "pass the report's timestamp")
         columns = value.get("drifted_columns", value.get("drifted_features", ()))
-        return cls(float(share), tuple(columns or ()), _as_utc(value["ts"], "current.ts"))
+        return cls(float(share), tuple(columns or ()), as_utc(value["ts"], "current.ts"))
 
 
 @dataclass(frozen=True)
@@ -126,7 +126,7 @@ class DriftDecision:
         }
 
 
-def _as_utc(value: datetime | date | str, name: str) -> datetime:
+def as_utc(value: datetime | date | str, name: str) -> datetime:
     """A timezone-aware UTC datetime; naive values are taken as UTC."""
     if isinstance(value, str):
         try:
@@ -156,7 +156,7 @@ def _flag(value: Any, name: str) -> bool:
 
 def episode_id_for(ts: datetime) -> str:
     """A stable episode id from the time the episode starts (``drift-20250102T030405Z``)."""
-    return "drift-" + _as_utc(ts, "ts").strftime("%Y%m%dT%H%M%SZ")
+    return "drift-" + as_utc(ts, "ts").strftime("%Y%m%dT%H%M%SZ")
 
 
 def decide_drift_action(
@@ -186,7 +186,7 @@ def decide_drift_action(
     if last_event is not None:
         if "ts" not in last_event:
             raise DriftInputError("last_event.ts", "is missing", "pass the recorded event's timestamp")
-        last_ts = _as_utc(last_event["ts"], "last_event.ts")
+        last_ts = as_utc(last_event["ts"], "last_event.ts")
         if not _flag(last_event.get("resolved", False), "last_event.resolved"):
             open_episode = last_event.get("episode_id") or episode_id_for(last_ts)
         if obs.ts < last_ts:
@@ -313,7 +313,7 @@ class StoreEpisodeLog:
         if event is None:
             return None
         observed = (event.details or {}).get("observed_at") or event.ts
-        return EpisodeEvent(event.id, _as_utc(observed, "observed_at"), event.episode_id,
+        return EpisodeEvent(event.id, as_utc(observed, "observed_at"), event.episode_id,
                             float(event.drifted_share), event_resolved(event))
 
     def open_episode(self, observation: DriftObservation, decision: DriftDecision, source: str,

@@ -247,7 +247,7 @@ def _episode_log(store: Any, actor: str, tests: Sequence[PerformanceTest]) -> An
             for event in self.store.list_drift_events(SOURCE, limit=200):
                 if event.episode_id and event.action_taken == E.RETRAIN_REQUESTED:
                     observed = (event.details or {}).get("observed_at") or event.ts
-                    return E.EpisodeEvent(event.id, E._as_utc(observed, "observed_at"), event.episode_id,
+                    return E.EpisodeEvent(event.id, E.as_utc(observed, "observed_at"), event.episode_id,
                                           float(event.drifted_share), E.event_resolved(event))
             return None
 

@@ -8,7 +8,7 @@ comparison is paired and needs no assumption about the traffic mix:
 
 * **agreement**: the share of pairs whose predicted labels are equal (all pairs, labelled or not);
 * **McNemar's test** (``statsmodels.stats.contingency_tables.mcnemar``) on the pairs whose outcome is
-  known (``performance.join_outcomes``' ``label``, ``label_status == "labelled"``): the 2x2 table of
+  known (``live_outcomes.join_outcomes``' ``label``, ``label_status == "labelled"``): the 2x2 table of
   champion right/wrong against shadow right/wrong; only the discordant cells ``b`` (champion right,
   shadow wrong) and ``c`` count. Exact binomial when ``b + c < 25``, else the chi-square with
   continuity correction. Two-sided: H0 says both are right equally often on these requests.
@@ -110,7 +110,7 @@ def compare_shadow(served: pl.DataFrame, shadow: pl.DataFrame,
     """One :class:`ShadowComparison` per (model, champion version, shadow version) (module docstring).
 
     ``served`` and ``shadow``: prediction-log rows (``read_closed_segments``, the latter with
-    ``prefix=SHADOW_PREFIX``); ``outcomes``: ``performance.join_outcomes`` rows of the served ones
+    ``prefix=SHADOW_PREFIX``); ``outcomes``: ``live_outcomes.join_outcomes`` rows of the served ones
     (``request_id``, ``row``, ``label``, ``label_status``), or None before any outcome is known.
     """
     pairs = pair_rows(served, shadow)

@@ -24,7 +24,7 @@ import polars as pl
 from mlops_assets.errors import InvalidInput
 from mlops_assets.monitoring.calibrated import CalibratedResult, calibrated_drift, window_length
 from mlops_assets.monitoring.calibrated_cache import cached_profile
-from mlops_assets.monitoring.calibrated_profile import CalibrationParams, _as_polars
+from mlops_assets.monitoring.calibrated_profile import CalibrationParams, as_polars
 from mlops_assets.monitoring.columns import Frame, resolve_column_types
 from mlops_assets.monitoring.drift import DriftResult, _window, fast_drift
 
@@ -97,7 +97,7 @@ def drift_verdict(reference: Frame, current: Frame, columns: Sequence[str] | Non
     params = params or CalibrationParams()
     if isinstance(threshold_share, bool) or not 0.0 < float(threshold_share) <= 1.0:
         raise InvalidInput("threshold_share", f"must be in (0, 1], got {threshold_share!r}")
-    ref, cur = _as_polars(reference, "reference"), _as_polars(current, "current")
+    ref, cur = as_polars(reference, "reference"), as_polars(current, "current")
     if columns is None:
         columns = [c for c in cur.columns if c != time_column]
     types = resolve_column_types(cur.select(columns), columns, categorical_columns)
