@@ -52,9 +52,8 @@ EntryKind = Literal["file", "sqlite", "duckdb"]
 
 
 class BackupError(PlatformError):
-    """A backup or restore cannot proceed: catch this for all three; each raise is one of the subclasses
-    below, one vocabulary type each. ``field`` names the argument at fault (``home``, ``out``,
-    ``archive``), ``reasons`` say why; ``str()`` is ``"<field>: <reason>"``."""
+    """A backup or restore cannot proceed (catch this for all three subclasses, one vocabulary type each);
+    ``field``: ``home``, ``out`` or ``archive``; ``str()`` is ``"<field>: <reason>"``."""
 
 
 class BackupInvalid(BackupError, InvalidInput):
