@@ -41,7 +41,7 @@ from mlops_assets.prompts.toxicity import score_toxicity
 from mlops_assets.models.tags import ALIAS_PRODUCTION
 from mlops_assets.settings import use_mlflow_tracking_uri
 
-from mlops_assets.errors import MessageInput
+from mlops_assets.errors import MessageError, MessageInput, NotFound
 
 FeatureLookup = Callable[[str], Mapping[str, Any] | None]
 AS_OF_KEYS = ("as_of", "date", "event_timestamp", "timestamp")
@@ -54,8 +54,11 @@ class LLMWrapperError(MessageInput):
     subject = "llm"
 
 
-class FeatureNotFoundError(LookupError):
-    """The feature lookup has no row for the symbol (serving answers 404)."""
+class FeatureNotFoundError(MessageError, NotFound):
+    """The feature lookup has no row for the symbol (serving answers 404, field ``symbol``)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("symbol", message)
 
 
 class LLMModelConfig(BaseModel):

@@ -78,6 +78,7 @@ def test_invoke_answers_through_the_registered_chain(world: World, tmp_path: Pat
         assert f"as of {latest['date'][0].isoformat()}" in prompt
         missing = httpx.post(f"{server.url}/invoke", json={"symbol": "NOPE"})
         assert missing.status_code == 404 and "NOPE" in missing.json()["detail"]
+        assert missing.json()["field"] == "symbol" and "NOPE" in missing.json()["reasons"][0]
         assert httpx.post(f"{server.url}/invoke", json={"symbol": ""}).status_code == 422
     # every call is in the usage log (template, version, status, latency, tokens), flushed at shutdown
     from mlops_assets.prompts.usage import read_usage, summarise_usage, usage_log_dir

@@ -23,9 +23,11 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from mlops_assets.data.schema import ENTITY_KEY
+from mlops_assets.errors import PlatformError
 from mlops_assets.prompts.usage import UsageRecord
 from mlops_assets.settings import Settings
 from serving.auth import KeyRing
+from serving.errors import error_body, status_of
 from serving.inference.payload import PayloadError, build_matrix, parse_payload
 from serving.inference.predlog import PredictionLog
 from serving.inference.predlog_format import LogRecord
@@ -328,11 +330,14 @@ class InferenceService:
         try:
             answer = await run_in_threadpool(llm.wrapper.predict, payload.model_dump(exclude_none=True))
         except (LLMConfigError, PromptRegistryError) as exc:  # the server's set-up, not the request
-            # (before LookupError: a PromptNotFound is one, but the client named no prompt)
+            # (before the request's errors: a PromptNotFound is a NotFound, but the client named no prompt)
             return self._invoke_failed(llm, request_id, started, 503, f"the LLM chain cannot answer: {exc}")
-        except LookupError as exc:  # no online features for the symbol
+        except PlatformError as exc:  # the request's fault, by type: no online features for the symbol
+            # (NotFound, 404), a template variable it did not give (InvalidInput, 422)
+            return self._invoke_failed(llm, request_id, started, status_of(exc), str(exc), error_body(exc))
+        except LookupError as exc:
             return self._invoke_failed(llm, request_id, started, 404, str(exc))
-        except ValueError as exc:  # e.g. a template variable the request did not give
+        except ValueError as exc:
             return self._invoke_failed(llm, request_id, started, 422, str(exc))
         except Exception as exc:  # the provider failed (network, quota...): not the client's fault
             log.warning("LLM chain failed: %s: %s", type(exc).__name__, exc)
@@ -344,14 +349,16 @@ class InferenceService:
                                                request_id=request_id))
         return json_response(answer)
 
-    def _invoke_failed(self, llm: Any, request_id: str, started: float, status: int, detail: str) -> Response:
-        """Answer an /invoke failure and record it in the usage log (template, latency, status)."""
+    def _invoke_failed(self, llm: Any, request_id: str, started: float, status: int, detail: str,
+                       body: dict[str, Any] | None = None) -> Response:
+        """Answer an /invoke failure (``body``: the error's ``field`` and ``reasons`` when it has them)
+        and record it in the usage log (template, latency, status)."""
         config = getattr(llm.wrapper, "config", None)
         prompt_id = getattr(config, "prompt_id", None) or "unknown"
         self.usage.log(UsageRecord.failure(str(prompt_id), latency_ms=(time.perf_counter() - started) * 1000,
                                            http_status=status, error=detail, request_id=request_id,
                                            model=llm.name))
-        return json_response({"detail": detail}, status)
+        return json_response(body or {"detail": detail}, status)
 
     def ready(self) -> Response:
         state = self.runtime.state
