@@ -206,7 +206,7 @@ def deploy_chain(settings: Any, template_id: str, version: str | None = None, *,
         previous = P.alias_target(s.client, name, alias)
         if previous is not None:
             tags = s.client.get_model_version(name, previous).tags or {}
-            serving = P._already_serving(s.store, name, alias, previous)
+            serving = P.already_serving(s.store, name, alias, previous)
             if serving is not None and all(tags.get(k) == v for k, v in wanted.items()):
                 return ChainDeployment(name, previous, alias, serving.previous_version, False, False,
                                        template_id, version, prompt.mlflow_version, prompt.content_hash,
@@ -220,9 +220,9 @@ def deploy_chain(settings: Any, template_id: str, version: str | None = None, *,
                                 "approved_by": decision.actor, "decision_id": decision.id,
                                 "mlflow_version": prompt.mlflow_version, "content_hash": prompt.content_hash,
                                 "production_audit_seq": prompt.audit_seq}}
-        deployment = P._move_alias(s.client, s.store, name=name, alias=alias, version=chain.version,
-                                   previous=previous, actor=actor,
-                                   reason=reason or f"LLM chain with prompt {template_id} {version}",
-                                   checklist=checklist, kind="promotion", consume_approval=False)
+        deployment = P.move_alias(s.client, s.store, name=name, alias=alias, version=chain.version,
+                                  previous=previous, actor=actor,
+                                  reason=reason or f"LLM chain with prompt {template_id} {version}",
+                                  checklist=checklist, kind="promotion", consume_approval=False)
     return ChainDeployment(name, chain.version, alias, previous, True, True, template_id, version,
                            prompt.mlflow_version, prompt.content_hash, deployment.id)

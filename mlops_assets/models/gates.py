@@ -73,7 +73,7 @@ def _finite(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _set_tags(client: MlflowClient, name: str, version: str, values: Mapping[str, str | None]) -> None:
+def set_tags(client: MlflowClient, name: str, version: str, values: Mapping[str, str | None]) -> None:
     """Mirror to version tags (``None`` deletes); a failure is logged, the store stays the truth."""
     for key, value in values.items():
         try:
@@ -117,7 +117,7 @@ def record_gate(client: MlflowClient, store: GovernanceStore, name: str, version
     record = store.record_gate_result(name=name, version=version, gate=gate, passed=bool(passed),
                                       values=clean_values, thresholds=clean_thresholds, failed=failed,
                                       details=details, actor=actor)
-    _set_tags(client, name, version, {f"{gate}.passed": "true" if passed else "false", **dict(mirror or {})})
+    set_tags(client, name, version, {f"{gate}.passed": "true" if passed else "false", **dict(mirror or {})})
     return record
 
 
@@ -303,7 +303,7 @@ def sync_mirror(client: MlflowClient, store: GovernanceStore, name: str, version
     version = str(version)
     expected = expected_mirror(store.gate_results(name, version), store.latest_decision("model", name, version),
                                store.registration(name, version))
-    _set_tags(client, name, version, expected)
+    set_tags(client, name, version, expected)
     return expected
 
 

@@ -214,9 +214,9 @@ def reject(client: MlflowClient, store: GovernanceStore, name: str, version: str
 # --- alias moves ---------------------------------------------------------------------------
 
 
-def _move_alias(client: MlflowClient, store: GovernanceStore, *, name: str, alias: str, version: str,
-                previous: str | None, actor: str, reason: str | None, checklist: dict[str, Any], kind: str,
-                consume_approval: bool) -> Deployment:
+def move_alias(client: MlflowClient, store: GovernanceStore, *, name: str, alias: str, version: str,
+               previous: str | None, actor: str, reason: str | None, checklist: dict[str, Any], kind: str,
+               consume_approval: bool) -> Deployment:
     """Set the alias, record it; if recording fails, put the alias back and re-raise."""
     client.set_registered_model_alias(name, alias, version)
     try:
@@ -235,7 +235,7 @@ def _move_alias(client: MlflowClient, store: GovernanceStore, *, name: str, alia
         raise
 
 
-def _already_serving(store: GovernanceStore, name: str, alias: str, version: str) -> Deployment | None:
+def already_serving(store: GovernanceStore, name: str, alias: str, version: str) -> Deployment | None:
     last = store.list_deployments(name, alias=alias, limit=1)
     return last[0] if last and last[0].version == version else None
 
@@ -274,14 +274,14 @@ def promote(client: MlflowClient, store: GovernanceStore, name: str, version: st
     decision = record.decision
     consume = "approval" in require and decision is not None and not decision.consumed
     previous = alias_target(client, name, alias)
-    if previous == version and (done := _already_serving(store, name, alias, version)) is not None:
+    if previous == version and (done := already_serving(store, name, alias, version)) is not None:
         if consume:
             store.mark_promoted("model", name, version, actor=actor)
         return done
     checklist = {**dict(details or {}), **evidence(record, review, "approval" in require)}
-    deployment = _move_alias(client, store, name=name, alias=alias, version=version, previous=previous,
-                             actor=actor, reason=reason, checklist=checklist,
-                             kind="promotion", consume_approval=consume)
+    deployment = move_alias(client, store, name=name, alias=alias, version=version, previous=previous,
+                            actor=actor, reason=reason, checklist=checklist,
+                            kind="promotion", consume_approval=consume)
     if decision is not None and "approval" in require:
         mirror_tags(client, name, version,
                     {T.TAG_APPROVAL_STATE: decision.state.value, T.TAG_APPROVED_BY: decision.actor})
@@ -306,8 +306,8 @@ def rollback(client: MlflowClient, store: GovernanceStore, name: str, to_version
     if reasons:
         raise PromotionRefused(action, name, version, reasons)
     checklist = {**evidence(record, review, False), "previously_deployed_to": alias}
-    return _move_alias(client, store, name=name, alias=alias, version=version, previous=previous, actor=actor,
-                       reason=reason, checklist=checklist, kind="rollback", consume_approval=False)
+    return move_alias(client, store, name=name, alias=alias, version=version, previous=previous, actor=actor,
+                      reason=reason, checklist=checklist, kind="rollback", consume_approval=False)
 
 
 def remove_alias(client: MlflowClient, store: GovernanceStore, name: str, alias: str, version: str | int, *,
@@ -380,12 +380,12 @@ def set_gate_alias(client: MlflowClient, store: GovernanceStore, name: str, vers
     if reasons:
         raise PromotionRefused(action, name, version, reasons)
     previous = alias_target(client, name, alias)
-    deployment = _already_serving(store, name, alias, version) if previous == version else None
+    deployment = already_serving(store, name, alias, version) if previous == version else None
     if deployment is None:
-        deployment = _move_alias(client, store, name=name, alias=alias, version=version, previous=previous,
-                                 actor=actor, reason="passed the automated gate",
-                                 checklist=evidence(record, review, False), kind="promotion",
-                                 consume_approval=False)
+        deployment = move_alias(client, store, name=name, alias=alias, version=version, previous=previous,
+                                actor=actor, reason="passed the automated gate",
+                                checklist=evidence(record, review, False), kind="promotion",
+                                consume_approval=False)
     if submit and record.decision is None:
         submit_for_review(client, store, name, version, actor=actor, comment=f"passed the gate to {alias!r}")
     return deployment

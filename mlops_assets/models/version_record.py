@@ -92,7 +92,7 @@ class VersionRecord:
 
 def mirror_tags(client: MlflowClient, name: str, version: str, values: Mapping[str, str | None]) -> None:
     """Mirror decisions to version tags (``None`` deletes); the store stays the source of truth."""
-    G._set_tags(client, name, version, values)
+    G.set_tags(client, name, version, values)
 
 
 def reviewer_checklist(record: VersionRecord, review: G.GateReview, reviewer: str,
