@@ -55,12 +55,12 @@ def _market_rows(platform: PlatformResource, symbols: list[str], since: dt.date)
         f"SELECT * FROM raw_market_data WHERE symbol IN ({marks}) AND date >= ?", [*symbols, since])
 
 
-def _window(platform: PlatformResource, first: dt.date, last: dt.date) -> pl.DataFrame:
+def _window(platform: PlatformResource, first: dt.date, last: dt.date, labelled: bool = True) -> pl.DataFrame:
     wh = platform.warehouse
     if not wh.has_table(OUTCOMES_TABLE):
         return pl.DataFrame()
-    return wh.query(f"SELECT * FROM {OUTCOMES_TABLE} WHERE date >= ? AND date <= ? AND label_status = 'labelled'",
-                    [first, last])
+    status = " AND label_status = 'labelled'" if labelled else ""
+    return wh.query(f"SELECT * FROM {OUTCOMES_TABLE} WHERE date >= ? AND date <= ?{status}", [first, last])
 
 
 @dg.asset(
@@ -80,8 +80,9 @@ def _window(platform: PlatformResource, first: dt.date, last: dt.date) -> pl.Dat
         "metric over the trailing window is tested one-sided against the value its evaluation gate recorded "
         "(level, power and minimum detectable fall from monitoring.performance_*); the "
         "live_performance_sensor turns a significant fall into a performance episode. Champion against shadow "
-        "(serving.shadow_alias, scored by the prediction-log writer on the same requests): agreement and "
-        "McNemar's test on the labelled pairs, also served at /api/v1/ml/lifecycle/models/{name}/shadow."
+        "(serving.shadow_alias, scored by the prediction-log writer on the same requests) over the trailing "
+        "window: agreement, McNemar's test on a classifier's labelled pairs and the paired date-block "
+        "bootstrap of IC(shadow) - IC(champion), also served at /api/v1/ml/lifecycle/models/{name}/shadow."
     ),
 )
 def live_performance(context: dg.AssetExecutionContext, platform: PlatformResource) -> dg.Output[pl.DataFrame]:
@@ -103,7 +104,7 @@ def live_performance(context: dg.AssetExecutionContext, platform: PlatformResour
     window = _window(platform, P.window_start(day, policy), day)
     tests = P.compare_versions(window, platform.governance(), policy) if not window.is_empty() else []
     labelled = outcomes.filter(pl.col("label_status") == O.LABELLED)
-    shadow = _shadow_comparisons(s, outcomes, day, start)
+    shadow = _shadow_comparisons(platform, P.window_start(day, policy), day)
     metadata = {
         "dagster/row_count": metrics.height,
         "served": outcomes.height,
@@ -128,17 +129,28 @@ def live_performance(context: dg.AssetExecutionContext, platform: PlatformResour
     return dg.Output(metrics, metadata=metadata)
 
 
-def _shadow_comparisons(settings, outcomes: pl.DataFrame, day: dt.date, start: dt.datetime) -> pl.DataFrame:
-    """Champion against shadow on the day's identical requests (the log's shadow- segments), written as
-    the read-model the management API serves (/models/{name}/shadow); the table for the metadata."""
+def _shadow_comparisons(platform: PlatformResource, first: dt.date, day: dt.date) -> pl.DataFrame:
+    """Champion against shadow on the identical requests of the trailing window ``first`` .. ``day`` (the
+    log's shadow- segments; the window, not the day, because the IC test resamples decision dates and one
+    day of requests has one), written as the read-model the management API serves (/models/{name}/shadow);
+    the table for the metadata."""
+    from functools import partial
+
+    from mlops_assets.evaluation.shadow_ic import paired_ic_test
     from mlops_assets.monitoring import live_metrics as M
     from mlops_assets.monitoring.shadow import comparisons_table, read_shadow_rows, write_shadow_report
 
+    settings, e = platform.settings, platform.settings.evaluation
+    begin = dt.datetime(first.year, first.month, first.day, tzinfo=dt.UTC)
+    end = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC) + dt.timedelta(days=1)
     rows = read_shadow_rows(settings.serving_log_dir)
     if rows.height:
-        rows = rows.filter((pl.col("ts") >= start) & (pl.col("ts") < start + dt.timedelta(days=1)))
-    comparisons = M.champion_vs_shadow(outcomes, rows)
-    write_shadow_report(settings.reports_dir, day.isoformat(), comparisons)
+        rows = rows.filter((pl.col("ts") >= begin) & (pl.col("ts") < end))
+    outcomes = _window(platform, first, day, labelled=False)
+    ic_test = partial(paired_ic_test, min_symbols=e.ic_min_symbols, n_boot=e.bootstrap_samples,
+                      alpha=1 - e.interval_level)
+    comparisons = M.champion_vs_shadow(outcomes, rows, ic_test) if outcomes.height else []
+    write_shadow_report(settings.reports_dir, day.isoformat(), comparisons, since=first.isoformat())
     return comparisons_table(comparisons)
 
 

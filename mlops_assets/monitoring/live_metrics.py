@@ -5,7 +5,8 @@
 score with the realised forward return), the Brier score, a reliability table
 (:func:`reliability_table`) and the hit rate per volatility regime (the platform's own ``vol_regime``
 feature at the decision date; :func:`regime_table`). :func:`champion_vs_shadow` compares the served
-predictions with the shadow model's on the same requests (``monitoring.shadow``).
+predictions with the shadow model's on the same requests (``monitoring.shadow``: agreement, McNemar's
+test, and the paired IC test when the caller passes it).
 """
 
 from __future__ import annotations
@@ -126,12 +127,13 @@ def regime_table(labelled: pl.DataFrame, label_kind: LabelKind = "direction") ->
                                       "labelled": pl.Int64(), "hit_rate": pl.Float64()})
 
 
-def champion_vs_shadow(outcomes: pl.DataFrame, shadow_rows: pl.DataFrame) -> list[Any]:
+def champion_vs_shadow(outcomes: pl.DataFrame, shadow_rows: pl.DataFrame, ic_test: Any = None) -> list[Any]:
     """The served (champion) predictions of ``outcomes`` against the shadow model's predictions on the
-    identical requests (``shadow_rows``: the log's ``shadow-`` segments): agreement, and McNemar's test
-    on the labelled pairs (``monitoring.shadow.compare_shadow``; one comparison per version pair)."""
+    identical requests (``shadow_rows``: the log's ``shadow-`` segments): agreement, McNemar's test on the
+    labelled pairs of a classifier and, given ``ic_test`` (``evaluation.shadow_ic.paired_ic_test``), the
+    paired IC test on them (``monitoring.shadow.compare_shadow``; one comparison per version pair)."""
     from mlops_assets.monitoring.shadow import compare_shadow
 
     if outcomes.is_empty() or shadow_rows.is_empty():
         return []
-    return compare_shadow(outcomes, shadow_rows, outcomes)
+    return compare_shadow(outcomes, shadow_rows, outcomes, ic_test=ic_test)
