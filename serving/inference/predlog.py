@@ -26,7 +26,9 @@ Shadow scoring (``shadow=ShadowConfig(...)``, from ``serving.shadow_alias``): th
 scores every closed segment with that alias's model and writes the sibling ``shadow-`` segment
 (``predlog_shadow.py``). The worker only counts what it reports (``shadow_rows_written``,
 ``shadow_rows_missing``, ``shadow_version``); rows the worker writes itself (the fallback) have no
-shadow rows and are counted as missing.
+shadow rows and are counted as missing. The writer scores such segments later, when it gets idle CPU
+(catch-up, ``predlog_backfill.py``), and reports them as ``shadow_rows_caught_up`` (its catch-up
+covers the whole log directory, so this counts other workers' segments too).
 
 Without ``start()`` (tests, scripts) there is no writer process and ``flush()`` writes in the calling
 thread. The records themselves (``LogRecord``, ``pack``, ``packed_to_frame``): ``predlog_format.py``;
@@ -70,6 +72,7 @@ class PredictionLog:
         self.shadow = shadow
         self.shadow_rows_written = 0
         self.shadow_rows_missing = 0
+        self.shadow_rows_caught_up = 0  # rows of served segments without shadow rows, scored later by the writer
         self.shadow_version: str | None = None  # the shadow version the writer process last reported
         self.shadow_problem: str | None = None
         self._token = process_token()
@@ -325,7 +328,9 @@ class PredictionLog:
 
     def _tally(self, ack: dict[str, Any]) -> None:
         """Count one acknowledgement of the writer process (the pipe's reader thread, under ``_counts``)."""
-        if "shadow_version" in ack:
+        if "shadow_caught_up" in ack:  # a served segment's shadow rows written later (any worker's)
+            self.shadow_rows_caught_up += ack["rows"]
+        elif "shadow_version" in ack:
             self.shadow_version = ack["shadow_version"]
         elif "shadow" in ack:
             if "segment" in ack:

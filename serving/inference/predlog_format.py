@@ -51,7 +51,7 @@ class LogRecord(NamedTuple):
     request_features: list[tuple[str, ...] | None] | None = None
 
 
-def _probability_column(probabilities: np.ndarray | None, n: int) -> np.ndarray:
+def probability_column(probabilities: np.ndarray | None, n: int) -> np.ndarray:
     """P(class 1) for binary, the predicted class's probability for multiclass, NaN (null) for regression."""
     if probabilities is None:
         return np.full(n, np.nan)
@@ -68,14 +68,14 @@ def pack(record: LogRecord) -> Packed:
     n = len(record.entities)
     return (*record[:10], np.asarray(record.x, dtype=np.float64).tobytes(),
             np.asarray(record.predictions, dtype=np.float64).tobytes(),
-            _probability_column(record.probabilities, n).tobytes(), record.request_features)
+            probability_column(record.probabilities, n).tobytes(), record.request_features)
 
 
 def pack_arrays(head: tuple, x: np.ndarray, predictions: np.ndarray, probabilities: np.ndarray | None,
                 request_features: list | None = None) -> Packed:
     """A packed record from its first ten fields and its arrays (the shadow scorer builds them)."""
     return (*head, np.asarray(x, dtype=np.float64).tobytes(), np.asarray(predictions, dtype=np.float64).tobytes(),
-            _probability_column(probabilities, len(head[8])).tobytes(), request_features)
+            probability_column(probabilities, len(head[8])).tobytes(), request_features)
 
 
 def _group_frame(names: tuple[str, ...], items: list[Packed]) -> pl.DataFrame:

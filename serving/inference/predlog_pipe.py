@@ -168,7 +168,7 @@ class WriterPipe:
                 continue
             with self.counts:
                 self._tally(ack)
-                if "shadow" not in ack and "shadow_version" not in ack:  # a segment closed
+                if "seq" in ack:  # a segment closed (the other lines are about shadow rows)
                     self.acked_rows += ack["rows"]
                     self.acks[ack["seq"]] = ack
                     for old in [s for s in self.acks if s < ack["seq"] - 64]:

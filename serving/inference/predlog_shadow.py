@@ -19,6 +19,18 @@ from the served vector (a feature the served model does not use is missing, NaN,
 imputes, and the segment's ``feature_names`` say which were given). Records served by the shadow
 version itself (a challenger traffic split) are not scored again.
 
+**Catch-up** (``predlog_backfill.py``). The writer runs at idle priority, so under saturating load it
+gets no CPU: the worker then writes its segments itself (the fallback), without shadow rows, and the
+segments closed before the shadow model was loaded have none either. Whenever its pipe is empty the
+writer scores such served segments later, one per step, from the served segment's own
+``feature_names``/``feature_values`` (exactly the served vectors), and writes the sibling with a
+create-if-absent (a hard link of a finished file): several writers on one log directory write at
+most one sibling per segment, and a reader never sees a partial one. So the client never waits for
+shadow scoring, and every served row within ``catch_up_hours`` gets its shadow score once the
+machine has idle CPU. A caught-up row records the version that scored it, which is the alias's
+version *at catch-up time*: if the alias moved in between, it differs from the one the alias pointed
+to when the request was served.
+
 Nothing here can cost a served row: a failure to poll, load, score or write is reported to the worker
 as missing shadow rows (counted) and logged once per distinct problem on stderr.
 """
@@ -45,6 +57,13 @@ class ShadowConfig:
     alias: str
     tracking_uri: str
     poll_seconds: float = 5.0
+    # catch-up (predlog_backfill.py): served segments closed without a shadow sibling are scored later,
+    # if modified within catch_up_hours (0 turns catch-up off) and at least catch_up_settle_seconds ago
+    # (the normal path writes its own sibling right after the served segment); at most
+    # catch_up_segments per pass (one directory listing)
+    catch_up_hours: float = 24.0
+    catch_up_settle_seconds: float = 10.0
+    catch_up_segments: int = 8
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -73,6 +92,10 @@ class ShadowScorer:
         self._logged: set[str] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    @property
+    def started(self) -> bool:
+        return self._thread is not None
 
     def start(self) -> ShadowScorer:
         if self._thread is None:
@@ -151,25 +174,34 @@ class ShadowScorer:
             for names, group in groups.items():
                 counts = [len(r[8]) for r in group]
                 x = np.frombuffer(b"".join(r[10] for r in group), dtype=np.float64).reshape(sum(counts), len(names))
-                position = {n: i for i, n in enumerate(names)}
-                columns = [position.get(f, -1) for f in model.features]
-                xs = np.full((x.shape[0], len(columns)), np.nan, dtype=np.float32)
-                for j, i in enumerate(columns):
-                    if i >= 0:
-                        xs[:, j] = x[:, i]  # float64 of the served float32: exact
-                started = time.perf_counter()
-                predictions, probabilities = model.predict(xs)
-                per_row_ms = (time.perf_counter() - started) * 1000.0 / max(len(xs), 1)
+                xs, predictions, probabilities, per_row_ms = score_vectors(model, names, x)
                 ends = np.cumsum(counts)
                 starts = ends - np.asarray(counts)
                 for record, a, b in zip(group, starts, ends):
                     out.append(pack_arrays(
                         (record[0], record[1], per_row_ms, model.name, model.version, model.alias, SHADOW_VARIANT,
                          record[7], record[8], model.features),
-                        xs[a:b], np.asarray(predictions)[a:b],
-                        None if probabilities is None else np.asarray(probabilities)[a:b], record[13]))
+                        xs[a:b], predictions[a:b], None if probabilities is None else probabilities[a:b],
+                        record[13]))
             return out, 0, None
         except Exception as exc:  # noqa: BLE001 - counted as missing shadow rows, never a lost served row
             problem = f"scoring with {model.name} version {model.version} failed: {type(exc).__name__}: {exc}"
             self.note(problem)
             return [], rows_of(eligible), problem
+
+
+def score_vectors(model: Any, names: Any, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, float]:
+    """Score the served vectors ``x`` (float64, one column per name in ``names``) with ``model``:
+    ``(its inputs, predictions, probabilities or None, scoring time per row in ms)``. Each of the
+    model's features is taken by name (one it does not find is NaN, which the model imputes); the
+    served values are float32 widened to float64, so narrowing them back is exact."""
+    position = {n: i for i, n in enumerate(names)}
+    columns = [position.get(f, -1) for f in model.features]
+    xs = np.full((x.shape[0], len(columns)), np.nan, dtype=np.float32)
+    for j, i in enumerate(columns):
+        if i >= 0:
+            xs[:, j] = x[:, i]
+    started = time.perf_counter()
+    predictions, probabilities = model.predict(xs)
+    per_row_ms = (time.perf_counter() - started) * 1000.0 / max(len(xs), 1)
+    return xs, np.asarray(predictions), None if probabilities is None else np.asarray(probabilities), per_row_ms

@@ -21,7 +21,10 @@ Protocol (private to the two processes):
   ``{"shadow_version": v}`` whenever the loaded shadow version changes.
 * optional 4th argument: a ``predlog_shadow.ShadowConfig`` as JSON: score every closed segment with
   that alias's model too and write its rows as the sibling ``shadow-...`` segment, after the served
-  one (``predlog_shadow.py``). The served segment never waits for it or depends on it.
+  one (``predlog_shadow.py``). The served segment never waits for it or depends on it. While no
+  frame is waiting, the writer also catches up on served segments of the log directory that have no
+  sibling (``predlog_backfill.py``), one segment at a time, and reports each sibling it writes as
+  ``{"shadow_caught_up": served segment, "segment", "rows", "version"}``.
 * end of stdin (the worker closed it or died): what is left is written as
   ``pred-<TOKEN>-<PID>-<last seq + 1>-eof.parquet`` and the process exits. SIGINT and SIGTERM are
   ignored, so a Ctrl-C or a process-group signal cannot cut off that last segment; the writer lives
@@ -34,6 +37,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import select
 import signal
 import struct
 import sys
@@ -68,9 +72,19 @@ def _read_exact(fd: int, n: int) -> bytes | None:
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def read_frames(fd: int):
-    """Yield ``(records, close_seq)`` frames from ``fd`` until its end."""
+def _readable(fd: int, timeout: float) -> bool:
+    return bool(select.select([fd], [], [], timeout)[0])
+
+
+def read_frames(fd: int, idle=None):
+    """Yield ``(records, close_seq)`` frames from ``fd`` until its end. ``idle``: called while no
+    input is waiting (one bounded piece of background work); it returns how long to wait for input
+    before calling it again (0: call it again as soon as no input is waiting)."""
     while True:
+        while idle is not None and not _readable(fd, 0):
+            pause = idle()
+            if pause > 0 and _readable(fd, pause):
+                break
         header = _read_exact(fd, HEADER.size)
         if header is None:
             return
@@ -80,10 +94,21 @@ def read_frames(fd: int):
         yield pickle.loads(payload)
 
 
+def priority_lowered() -> bool:
+    """Whether the worker already put this process under ``SCHED_IDLE`` (threads started from now on
+    inherit it); elsewhere the first frame says so."""
+    try:
+        return os.sched_getscheduler(0) == os.SCHED_IDLE  # type: ignore[attr-defined]
+    except (AttributeError, OSError):
+        return False
+
+
 def serve(fd: int, out, log_dir: str, token: str, pid: str, shadow=None) -> int:
-    """The writer loop; returns the number of segments written. ``shadow``: a started
-    ``predlog_shadow.ShadowScorer`` (or None: no shadow scoring)."""
+    """The writer loop; returns the number of segments written. ``shadow``: a
+    ``predlog_shadow.ShadowScorer`` (or None: no shadow scoring), started here once this process runs
+    at its lowered priority, or at the first frame."""
     from mlops_assets.monitoring.served import SHADOW_PREFIX, write_segment
+    from serving.inference.predlog_backfill import CatchUp, publish_once
     from serving.inference.predlog_format import packed_to_frame, rows_of, segment_name
 
     told_version: list = [None]
@@ -101,8 +126,9 @@ def serve(fd: int, out, log_dir: str, token: str, pid: str, shadow=None) -> int:
         if scored:
             name = segment_name(token, pid, seq, suffix, SHADOW_PREFIX)
             try:
-                write_segment(packed_to_frame(scored), log_dir, name)
-                tell({"shadow": seq, "rows": rows_of(scored), "segment": name})
+                # create-if-absent: another writer's catch-up may have scored this segment already
+                if publish_once(packed_to_frame(scored), log_dir, name) is not None:
+                    tell({"shadow": seq, "rows": rows_of(scored), "segment": name})
             except Exception as exc:  # noqa: BLE001 - counted as missing shadow rows
                 missing += rows_of(scored)
                 reason = f"{name}: {type(exc).__name__}: {exc}"
@@ -126,9 +152,24 @@ def serve(fd: int, out, log_dir: str, token: str, pid: str, shadow=None) -> int:
         except (BrokenPipeError, OSError):  # the worker stopped reading: keep writing segments anyway
             pass
 
+    catch_up = CatchUp(shadow, log_dir, tell) if shadow is not None else None
+
+    def idle() -> float:
+        """While no frame waits: start the shadow poller once it runs at idle priority, then catch up."""
+        assert shadow is not None and catch_up is not None
+        if not shadow.started:
+            if not priority_lowered():
+                return 0.5
+            shadow.start()
+        try:
+            return catch_up.step()
+        except Exception as exc:  # noqa: BLE001 - catch-up must never stop the served segments
+            shadow.note(f"catch-up failed: {type(exc).__name__}: {exc}")
+            return catch_up.scan_seconds
+
     pending: list = []
     last_seq, written = 0, 0
-    for records, close_seq in read_frames(fd):
+    for records, close_seq in read_frames(fd, idle if catch_up is not None else None):
         if shadow is not None:
             shadow.start()  # its poller thread starts after the worker set this process's priority
         pending.extend(records)
