@@ -152,6 +152,10 @@ class ServingSettings(_Section):
     port: int = Field(8080, ge=1, le=65535)
     api_port: int = Field(8081, ge=1, le=65535)
     poll_seconds: float = Field(5.0, gt=0, le=3600)
+    # a worker accepts connections once its first registry poll has finished (loaded, or found what is
+    # missing), for at most this long: with several workers, a starting one never answers 503 while
+    # its siblings serve (serving/inference/runtime.py)
+    startup_wait_seconds: float = Field(30.0, ge=0, le=3600)
     max_batch: int = Field(1000, ge=1)
     max_body_bytes: int = Field(1_000_000, ge=1024)
     challenger_traffic_percent: float = Field(0.0, ge=0, le=100)

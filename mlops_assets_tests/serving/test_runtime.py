@@ -94,3 +94,40 @@ def test_snapshot_with_other_feature_view_versions_is_refused(world: World, tmp_
         assert f"refused snapshot {bad.version}" in state["warnings"][0]
         r = httpx.post(f"{url}/predict", json={"symbol": "AAA"})
         assert r.status_code == 200 and r.json()["snapshot_version"] == good.version
+
+
+def test_a_worker_accepts_connections_only_after_its_first_poll(world: World, tmp_path: Path) -> None:
+    """With several workers behind one socket, a starting worker must not take connections (and answer
+    503) while its siblings serve: the app's startup waits for the poller's first look at the registry.
+    Here that look is held back; until it finishes, nothing listens; the first request answered is a 200."""
+    import threading
+    import time
+
+    from mlops_assets import stores
+    from serving.inference.main import create_app
+    from serving.inference.runtime import Runtime, RuntimeConfig
+
+    settings = world.settings_for(tmp_path / "home", model={"name": "first_poll"})
+    world.write_snapshot(settings.online_dir)
+    copy_version(world, "first_poll", world.v1, alias="production")
+    registry_answers = threading.Event()
+
+    def slow_client() -> object:
+        registry_answers.wait(30)
+        return stores.mlflow_client(settings)
+
+    app = create_app(settings, Runtime(RuntimeConfig.from_settings(settings), slow_client))
+    server = ThreadedServer(app)
+    server.thread.start()
+    try:
+        time.sleep(1.5)
+        assert not server.server.started, "the worker listened before its first poll finished"
+        with pytest.raises(httpx.ConnectError):
+            httpx.post(f"{server.url}/predict", json={"symbol": "AAA"}, timeout=5)
+        registry_answers.set()
+        wait_until(lambda: server.server.started, timeout=30)
+        r = httpx.post(f"{server.url}/predict", json={"symbol": "AAA"}, timeout=30)
+        assert r.status_code == 200, r.text
+    finally:
+        registry_answers.set()
+        server.__exit__(None, None, None)

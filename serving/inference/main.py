@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
 
 from fastapi import FastAPI, Request
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from mlops_assets.data.schema import ENTITY_KEY
@@ -60,6 +61,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None,
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         install_json_logging()
         service.start()
+        await run_in_threadpool(service.wait_first_poll)  # accept connections after the first poll
         try:
             yield
         finally:

@@ -47,6 +47,7 @@ class RuntimeConfig:
     alias: str
     online_dir: Path
     poll_seconds: float = 5.0
+    startup_wait_seconds: float = 30.0
     challenger_alias: str = T.ALIAS_CHALLENGER
     challenger_percent: float = 0.0
     canary_alias: str = T.ALIAS_CANARY
@@ -59,7 +60,8 @@ class RuntimeConfig:
     @classmethod
     def from_settings(cls, s: Any) -> RuntimeConfig:
         return cls(model_name=s.model.name, alias=s.serving_alias, online_dir=Path(s.online_dir),
-                   poll_seconds=s.serving.poll_seconds, challenger_alias=s.model.challenger_alias,
+                   poll_seconds=s.serving.poll_seconds, startup_wait_seconds=s.serving.startup_wait_seconds,
+                   challenger_alias=s.model.challenger_alias,
                    challenger_percent=s.serving.challenger_traffic_percent,
                    canary_alias=s.model.canary_alias, canary_max_share=s.evaluation.canary_max_share,
                    llm_model_name=s.llm.llm_model_name, tracking_uri=s.mlflow_tracking_uri,
@@ -129,6 +131,7 @@ class Runtime:
         self._loaded: dict[tuple[str, str], LoadedModel] = {}  # (variant, version) -> last loaded
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._polled = threading.Event()  # set once the first poll has finished, whatever it found
         self._thread: threading.Thread | None = None
 
     # -- loading ----------------------------------------------------------------------------------
@@ -229,6 +232,15 @@ class Runtime:
                 self.state = replace(old, problems=problems, polled_at=time.time(),
                                      warnings=(f"poll failed, still serving what was loaded: {exc}",))
                 return self.state
+            finally:
+                self._polled.set()
+
+    def wait_first_poll(self, timeout: float | None = None) -> bool:
+        """Block until the first poll has finished (a model loaded, or the reasons it is not); False on
+        timeout. The app's startup waits for it, so a worker accepts connections only after it has looked
+        at the registry once: with several workers behind one socket, a starting worker never answers
+        503 while its siblings are serving (uvicorn starts accepting after the lifespan startup)."""
+        return self._polled.wait(self.config.startup_wait_seconds if timeout is None else timeout)
 
     def _refresh(self) -> ServingState:
         old, cfg = self.state, self.config

@@ -176,6 +176,14 @@ class InferenceService:
         if self.start_background:
             self.runtime.start()
 
+    def wait_first_poll(self) -> None:
+        """Called by the app's startup after :meth:`start`: returns once the poller's first look at the
+        registry has finished, or after ``serving.startup_wait_seconds`` (then the worker serves 503 with
+        the reasons until a poll succeeds)."""
+        if self.start_background and not self.runtime.wait_first_poll():
+            log.warning("the first registry poll did not finish within %.0f s; accepting requests (503 until a "
+                        "model is loaded)", self.runtime.config.startup_wait_seconds)
+
     def stop(self) -> None:
         self.runtime.stop()
         self.canary_counts.stop()
