@@ -162,6 +162,9 @@ class ServingSettings(_Section):
     # shadow scoring: the prediction-log writer process scores every served vector with this alias of
     # model.name too, off the request path (serving/inference/predlog_shadow.py); "" turns it off
     shadow_alias: str = Field("challenger", max_length=200)
+    # served segments closed without shadow rows (the writer had no CPU, or no shadow model yet) are
+    # scored later on idle CPU when younger than this; 0 turns the catch-up off
+    shadow_catch_up_hours: float = Field(24.0, ge=0, le=24 * 365)
     api_keys: dict[str, dict[str, str]] = Field(default_factory=dict)  # key -> {owner, role}
     # prediction log: a Parquet segment is closed every log_flush_rows rows or log_flush_seconds
     log_flush_rows: int = Field(5000, ge=1)

@@ -78,7 +78,8 @@ class ShadowConfig:
         alias = (getattr(settings.serving, "shadow_alias", "") or "").strip()
         if not alias:
             return None
-        return cls(settings.model.name, alias, settings.mlflow_tracking_uri, settings.serving.poll_seconds)
+        return cls(settings.model.name, alias, settings.mlflow_tracking_uri, settings.serving.poll_seconds,
+                   catch_up_hours=settings.serving.shadow_catch_up_hours)
 
 
 class ShadowScorer:
