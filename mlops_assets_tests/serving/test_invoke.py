@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -22,11 +23,9 @@ pytest_plugins = ["mlops_assets_tests.conftest_llm"]
 pytestmark = pytest.mark.xdist_group("serving")
 
 
-def serving_chain(world: World, tmp_path: Path, fake_openai, monkeypatch: pytest.MonkeyPatch,
-                  request: pytest.FixtureRequest) -> Settings:
-    """Settings of a home whose inference app serves the LLM chain: the OpenAI-compatible fake as the
-    provider, market_narrative approved and in production, a snapshot, the chain behind `production`
-    (removed again when the test ends)."""
+def prompt_home(world: World, tmp_path: Path, fake_openai, monkeypatch: pytest.MonkeyPatch) -> tuple[Settings, Any]:
+    """(settings, template) of a home with the OpenAI-compatible fake as the provider, market_narrative
+    approved and in production, and a snapshot; no LLM chain registered yet."""
     monkeypatch.setenv("OPENAI_API_KEY", FAKE_API_KEY)
     monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
     uri = world.settings.mlflow_tracking_uri
@@ -35,11 +34,24 @@ def serving_chain(world: World, tmp_path: Path, fake_openai, monkeypatch: pytest
     set_production_alias(uri, name, prompt_version)
     settings = world.settings_for(tmp_path / "home")
     world.write_snapshot(settings.online_dir)
-    chain = log_llm_model(uri, settings.llm.llm_model_name, "market_narrative", challenger_alias=None,
-                          artifact_location=str(settings.artifacts_dir))
+    return settings, template
+
+
+def serve_chain(world: World, settings: Settings, request: pytest.FixtureRequest) -> Any:
+    """Register the LLM chain and put it behind `production` (removed again when the test ends)."""
+    chain = log_llm_model(settings.mlflow_tracking_uri, settings.llm.llm_model_name, "market_narrative",
+                          challenger_alias=None, artifact_location=str(settings.artifacts_dir))
     world.client().set_registered_model_alias(settings.llm.llm_model_name, "production", chain.version)
     request.addfinalizer(lambda: world.client().delete_registered_model_alias(settings.llm.llm_model_name,
                                                                              "production"))
+    return chain
+
+
+def serving_chain(world: World, tmp_path: Path, fake_openai, monkeypatch: pytest.MonkeyPatch,
+                  request: pytest.FixtureRequest) -> Settings:
+    """Settings of a home whose inference app serves the LLM chain (``prompt_home`` + ``serve_chain``)."""
+    settings, _ = prompt_home(world, tmp_path, fake_openai, monkeypatch)
+    serve_chain(world, settings, request)
     return settings
 
 
@@ -48,23 +60,12 @@ def test_invoke_answers_through_the_registered_chain(world: World, tmp_path: Pat
                                                       request: pytest.FixtureRequest) -> None:
     from serving.inference.main import create_app
 
-    monkeypatch.setenv("OPENAI_API_KEY", FAKE_API_KEY)
-    monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
-    uri = world.settings.mlflow_tracking_uri
-    template = {t.id: t for t in load_library(PROJECT_ROOT / "prompts")}["market_narrative"]
-    name, prompt_version, _ = sync_prompt(uri, template, "APPROVED")
-    set_production_alias(uri, name, prompt_version)
-    settings = world.settings_for(tmp_path / "home")
-    world.write_snapshot(settings.online_dir)
+    settings, template = prompt_home(world, tmp_path, fake_openai, monkeypatch)
     with ThreadedServer(create_app(settings)) as server:
         wait_ready(server.url)
         r = httpx.post(f"{server.url}/invoke", json={"symbol": "AAA"})
         assert r.status_code == 503 and settings.llm.llm_model_name in r.json()["detail"]
-        chain = log_llm_model(uri, settings.llm.llm_model_name, "market_narrative", challenger_alias=None,
-                              artifact_location=str(settings.artifacts_dir))
-        world.client().set_registered_model_alias(settings.llm.llm_model_name, "production", chain.version)
-        request.addfinalizer(lambda: world.client().delete_registered_model_alias(settings.llm.llm_model_name,
-                                                                                 "production"))
+        chain = serve_chain(world, settings, request)
         wait_until(lambda: httpx.get(f"{server.url}/ready").json()["llm"], timeout=60)
         r = httpx.post(f"{server.url}/invoke", json={"symbol": "AAA"}, timeout=60)
         assert r.status_code == 200, r.text
