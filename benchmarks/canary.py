@@ -44,20 +44,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import load_promotion as LP  # noqa: E402
 
 KEY = "bench-approver-key-000000000001"
-CONSTANT_MODEL = '''
-import numpy as np
-import mlflow
-from mlflow.pyfunc import PythonModel
-
-
-class Constant(PythonModel):
-    def predict(self, context, model_input, params=None):
-        n = len(model_input)
-        return np.column_stack([np.full(n, 0.01), np.full(n, 0.99)])
-
-
-mlflow.models.set_model(Constant())
-'''
+CONSTANT_MODEL = ROOT / "mlops_assets_tests" / "serving" / "constant_model.py"  # P(up) = 0.99 for every row
 
 
 def _port() -> int:
@@ -66,7 +53,7 @@ def _port() -> int:
         return s.getsockname()[1]
 
 
-def add_broken_version(prepared: LP.Prepared, workdir: Path) -> str:
+def add_broken_version(prepared: LP.Prepared) -> str:
     """A constant pyfunc with the champion's lineage tags, its gate recorded, approved by the reviewer."""
     import mlflow
 
@@ -79,11 +66,9 @@ def add_broken_version(prepared: LP.Prepared, workdir: Path) -> str:
     settings = load_settings(env={}, config_path=prepared.config)
     client, store = stores.mlflow_client(settings), stores.governance_store(settings)
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    code = workdir / "constant_model.py"
-    code.write_text(CONSTANT_MODEL)
     experiment = mlflow.set_experiment(f"{prepared.model}-broken")
     with mlflow.start_run(experiment_id=experiment.experiment_id) as run:
-        info = mlflow.pyfunc.log_model(name="model", python_model=str(code), pip_requirements=[])
+        info = mlflow.pyfunc.log_model(name="model", python_model=str(CONSTANT_MODEL), pip_requirements=[])
     tags = dict(client.get_model_version(prepared.model, prepared.versions[0]).tags)
     tags.update({T.TAG_WRAPPER: "pyfunc", T.TAG_TASK_TYPE: "binary", T.TAG_REGISTERED_BY: LP.REGISTERER})
     for key in [k for k in tags if k.startswith(("evaluation.", "approval.", "rejected"))]:
@@ -187,7 +172,7 @@ def run(rate: float, share: float, count: int, workers: int, poll_seconds: float
     workdir = Path(tempfile.mkdtemp(prefix="mlops-canary-"))
     try:
         prepared = LP.prepare(workdir / "home", None, "canary_direction", poll_seconds)
-        broken = add_broken_version(prepared, workdir)
+        broken = add_broken_version(prepared)
         port, api_port = configure(prepared, poll_seconds, check_seconds)
         proc, url, api = start_serve(prepared, workdir, workers, port, api_port)
         try:

@@ -10,6 +10,7 @@ from mlops_assets.prompts import policy as P
 from mlops_assets.prompts.evaluators import check_library, evaluate_template, static_checks
 from mlops_assets.prompts.policy import PromptPolicy
 from mlops_assets.prompts.library import load_library, parse_template
+from mlops_assets_tests.prompts.test_workflow import template_data
 
 pytest_plugins = ["mlops_assets_tests.conftest_llm"]
 
@@ -17,23 +18,7 @@ LIBRARY = Path(__file__).resolve().parents[2] / "prompts"
 
 
 def _template(**patch):
-    data = {
-        "id": "fx_note",
-        "version": "1.0.0",
-        "owner": "desk@example.com",
-        "description": "FX note",
-        "risk_level": "medium",
-        "template": "Write one sentence on {{pair}}.\nFIGURES:\n{{figures}}\nSENTENCE:",
-        "variables": {"pair": "currency pair", "figures": "'- name: value' lines"},
-        "model_parameters": {"model": "fake-gpt", "max_tokens": 64},
-        "golden_set": [
-            {"name": f"case{i}",
-             "inputs": {"pair": "EURUSD", "figures": f"- spot: 1.08{i}\n- change: 0.00{i + 1}"},
-             "context": f"EURUSD spot was 1.08{i}. The change was 0.00{i + 1}.",
-             "expected": {"output": f"EURUSD spot was 1.08{i}.", "contains": ["EURUSD"]}}
-            for i in range(3)
-        ],
-    }
+    data = template_data("fx_note")
     data.update(patch)
     return parse_template(data)
 

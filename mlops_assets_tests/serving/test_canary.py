@@ -22,32 +22,15 @@ from mlops_assets_tests.serving.conftest import KEYS, MODEL, ThreadedServer, Wor
 
 pytestmark = pytest.mark.xdist_group("serving")
 APPROVER_KEY = next(k for k, v in KEYS.items() if v["owner"] == "bob")
-CONSTANT_MODEL = '''
-import numpy as np
-import mlflow
-from mlflow.pyfunc import PythonModel
+CONSTANT_MODEL = Path(__file__).with_name("constant_model.py")  # answers P(up) = 0.99 for every row
 
 
-class Constant(PythonModel):
-    """A deliberately broken model: the same answer for everything."""
-
-    def predict(self, context, model_input, params=None):
-        n = len(model_input)
-        return np.column_stack([np.full(n, 0.01), np.full(n, 0.99)])
-
-
-mlflow.models.set_model(Constant())
-'''
-
-
-def _constant_version(world: World, name: str, tmp_path: Path) -> str:
+def _constant_version(world: World, name: str) -> str:
     """A pyfunc (models-from-code) answering 0.99 for every row, with the champion's lineage tags."""
     client = world.client()
-    code = tmp_path / "constant_model.py"
-    code.write_text(CONSTANT_MODEL)
     experiment = mlflow.set_experiment("canary-tests")
     with mlflow.start_run(experiment_id=experiment.experiment_id) as run:
-        info = mlflow.pyfunc.log_model(name="model", python_model=str(code), pip_requirements=[])
+        info = mlflow.pyfunc.log_model(name="model", python_model=str(CONSTANT_MODEL), pip_requirements=[])
     tags = dict(client.get_model_version(MODEL, world.v1.version).tags)
     tags.update({T.TAG_WRAPPER: "pyfunc", T.TAG_TASK_TYPE: "binary", T.TAG_REGISTERED_BY: "alice"})
     return str(client.create_model_version(name, source=info.model_uri, run_id=run.info.run_id, tags=tags,
@@ -64,7 +47,7 @@ def _setup(world: World, tmp_path: Path, name: str, candidate: str) -> tuple[Any
     client, store = world.client(), stores.governance_store(settings)
     champion = copy_version(world, name, world.v1)
     if candidate == "constant":
-        version = _constant_version(world, name, tmp_path)
+        version = _constant_version(world, name)
     else:
         version = copy_version(world, name, world.v1)  # the same model again: a good canary
     for v in (champion, version):
